@@ -1,0 +1,67 @@
+"""The one metric catalogue: LOINC, MDC (IEEE 11073-10101) and UCUM per measurement.
+
+Rows follow ../shared/PROTOCOLS.md §5 (HL7 PHD IG examples and FHIR vital-sign profiles).
+MDC codes are partition * 65536 + term; partition 2 (SCADA) gives the 14xxxx-18xxxx codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.model import Unit
+
+LOINC = "http://loinc.org"
+MDC = "urn:iso:std:iso:11073:10101"
+UCUM = "http://unitsofmeasure.org"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One kind of measurement and its codes."""
+
+    key: str
+    loinc: str
+    mdc: int | None
+    display: str
+    units: tuple[Unit, ...]
+    vital_sign: bool = False
+    mdc_ref: str | None = None
+
+
+_M, _V = Metric, True
+_METRICS = (
+    _M("bp_panel", "85354-9", 150020, "Blood pressure panel", (), _V, "MDC_PRESS_BLD_NONINV"),
+    _M("bp_systolic", "8480-6", 150021, "Systolic blood pressure", (Unit.MMHG, Unit.KPA), _V,
+       "MDC_PRESS_BLD_NONINV_SYS"),
+    _M("bp_diastolic", "8462-4", 150022, "Diastolic blood pressure", (Unit.MMHG, Unit.KPA), _V,
+       "MDC_PRESS_BLD_NONINV_DIA"),
+    # PROTOCOLS.md marks 8478-0 for MAP [unverified]; LOINC names it "Mean blood pressure".
+    # Not a FHIR vital sign, hence vital_sign False.
+    _M("bp_mean", "8478-0", 150023, "Mean blood pressure", (Unit.MMHG, Unit.KPA), False,
+       "MDC_PRESS_BLD_NONINV_MEAN"),
+    _M("pulse_rate_cuff", "8867-4", 149546, "Heart rate", (Unit.PER_MIN,), _V,
+       "MDC_PULS_RATE_NON_INV"),
+    _M("body_weight", "29463-7", 188736, "Body weight", (Unit.KG, Unit.LB), _V,
+       "MDC_MASS_BODY_ACTUAL"),
+    _M("body_height", "8302-2", 188740, "Body height", (Unit.M, Unit.IN), _V,
+       "MDC_LEN_BODY_ACTUAL"),
+    _M("bmi", "39156-5", 188752, "Body mass index", (Unit.KG_PER_M2,), _V,
+       "MDC_RATIO_MASS_BODY_LEN_SQ"),
+    _M("spo2", "2708-6", 150456, "Oxygen saturation in Arterial blood", (Unit.PERCENT,), _V,
+       "MDC_PULS_OXIM_SAT_O2"),
+    _M("pulse_rate_oximeter", "8867-4", 149530, "Heart rate", (Unit.PER_MIN,), _V,
+       "MDC_PULS_OXIM_PULS_RATE"),
+    _M("body_temperature", "8310-5", 150364, "Body temperature", (Unit.CEL, Unit.DEGF), _V,
+       "MDC_TEMP_BODY"),
+)
+
+METRICS: dict[str, Metric] = {metric.key: metric for metric in _METRICS}
+BY_MDC: dict[int, Metric] = {m.mdc: m for m in _METRICS if m.mdc is not None}
+
+
+def metric(key: str) -> Metric:
+    """Look a metric up by key; an unknown key is a programming error and says so."""
+    try:
+        return METRICS[key]
+    except KeyError:
+        raise KeyError(f"no metric {key!r} in the catalogue") from None

@@ -1,0 +1,153 @@
+"""The canonical model: one observation or event per JSON object (DESIGN.md, canonical output)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+DEFAULT_ZONE = ZoneInfo("Europe/Stockholm")
+
+
+class Unit(StrEnum):
+    """UCUM unit codes used by the canonical model."""
+
+    MMHG = "mm[Hg]"
+    KPA = "kPa"
+    PER_MIN = "/min"
+    PERCENT = "%"
+    KG = "kg"
+    LB = "[lb_av]"
+    M = "m"
+    IN = "[in_i]"
+    KG_PER_M2 = "kg/m2"
+    CEL = "Cel"
+    DEGF = "[degF]"
+    MG_PER_DL = "mg/dL"
+    MMOL_PER_L = "mmol/L"
+    L = "L"
+    L_PER_MIN = "L/min"
+
+
+class AbsentReason(StrEnum):
+    """Why a value is absent (FHIR data-absent-reason codes, PHD IG mapping of special values)."""
+
+    NOT_A_NUMBER = "not-a-number"
+    POSITIVE_INFINITY = "positive-infinity"
+    NEGATIVE_INFINITY = "negative-infinity"
+    ERROR = "error"
+
+
+def utc(moment: datetime) -> datetime:
+    """Return an aware datetime in UTC; a naive one is refused rather than guessed."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: the zone of a device time must be known")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeContext:
+    """What a decoder needs to know beyond the bytes."""
+
+    zone: ZoneInfo = DEFAULT_ZONE
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One measured value, coded with LOINC and MDC and carrying a UCUM unit.
+
+    ``value`` is ``None`` exactly when ``absent_reason`` says why (an IEEE-11073 special
+    value); a number is never invented for it. ``panel`` is the LOINC code of the panel the
+    value belongs to (85354-9 for the blood-pressure components), so FHIR can group them.
+    """
+
+    code: str
+    mdc: int | None
+    value: Decimal | None
+    unit: str
+    measured_at: datetime | None
+    flags: tuple[str, ...] = ()
+    absent_reason: AbsentReason | None = None
+    panel: str | None = None
+    device_user: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.absent_reason is None):
+            raise ValueError(f"observation {self.code}: exactly one of value and absent_reason")
+        if self.measured_at is not None and self.measured_at.utcoffset() is None:
+            raise ValueError(f"observation {self.code}: measured_at must be aware")
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON object (numbers stay Decimal; use ``dumps`` to serialise)."""
+        return {
+            "kind": "observation",
+            "code": self.code,
+            "mdc": self.mdc,
+            "value": self.value,
+            "unit": self.unit,
+            "measured_at": _rfc3339(self.measured_at),
+            "flags": list(self.flags),
+            "absent_reason": None if self.absent_reason is None else str(self.absent_reason),
+            "panel": self.panel,
+            "device_user": self.device_user,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened at a device: an alarm, a dispenser step, a state change."""
+
+    type: str
+    occurred_at: datetime | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON object."""
+        return {
+            "kind": "event",
+            "type": self.type,
+            "occurred_at": _rfc3339(self.occurred_at),
+            "data": self.data,
+        }
+
+
+Record = Observation | Event
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return utc(moment).isoformat().replace("+00:00", "Z")
+
+
+def dumps(obj: Any) -> str:
+    """Serialise to JSON, writing Decimals as JSON numbers with their exact digits.
+
+    ``json`` would turn Decimal into float (losing "2.00") or refuse it; we write each
+    Decimal through a placeholder and put its own text back afterwards.
+    """
+    decimals: list[Decimal] = []
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            decimals.append(value)
+            return f"\x00dec{len(decimals) - 1}\x00"
+        if isinstance(value, datetime):
+            return _rfc3339(value)
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    text = json.dumps(obj, default=default, ensure_ascii=False, separators=(",", ":"))
+    for index, number in enumerate(decimals):
+        text = text.replace(f'"\\u0000dec{index}\\u0000"', _decimal_text(number), 1)
+    return text
+
+
+def _decimal_text(number: Decimal) -> str:
+    if not number.is_finite():
+        raise ValueError(f"non-finite number {number} has no JSON form")
+    return str(number)

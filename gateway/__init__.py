@@ -1,0 +1,1 @@
+"""aidlink gateway: ingest pipeline, store, API and command line."""

@@ -1,0 +1,1 @@
+"""The ingest pipeline: MQTT in, decoded and committed rows out, acknowledgement last."""

@@ -1,0 +1,109 @@
+"""Settings from the environment (``AIDLINK_*``), built by a factory and passed down."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RUNTIME_FILE = "runtime.json"
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+
+
+class Settings(BaseSettings):
+    """Everything aidlink reads from its environment; flags override these."""
+
+    model_config = SettingsConfigDict(env_prefix="AIDLINK_", extra="ignore")
+
+    database_url: str | None = None
+    mqtt_url: str | None = None
+    home: Path = Path(".aidlink")
+    secret: SecretStr | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    gateway_client_id: str = "aidlink-gateway"
+    mqtt_protocol: int = Field(default=5, description="5 for MQTT 5, 4 for MQTT 3.1.1")
+    batch_max_rows: int = Field(default=500, ge=1)
+    batch_max_delay_ms: int = Field(default=100, ge=1, le=100)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    zone: str = "Europe/Stockholm"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, then apply explicit overrides (flags)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**given)  # type: ignore[arg-type]
+
+
+def runtime_info(settings: Settings) -> dict[str, str]:
+    """What a running ``aidlink up`` under this home published about itself, if anything."""
+    path = settings.home / RUNTIME_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    pid = int(info.get("pid", 0))
+    if pid <= 0 or not _alive(pid):
+        return {}
+    return {str(k): str(v) for k, v in info.items()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def database_url(settings: Settings) -> str:
+    """The database to use: the setting, else the one a running ``aidlink up`` serves."""
+    url = settings.database_url or runtime_info(settings).get("database_url")
+    if not url:
+        raise ConfigurationError(
+            "no database: set AIDLINK_DATABASE_URL, or start `aidlink up` "
+            f"with --home {settings.home}"
+        )
+    return url
+
+
+def mqtt_url(settings: Settings) -> str:
+    """The broker to use: the setting, else the one a running ``aidlink up`` serves."""
+    url = settings.mqtt_url or runtime_info(settings).get("mqtt_url")
+    if not url:
+        raise ConfigurationError(
+            f"no broker: set AIDLINK_MQTT_URL, or start `aidlink up` with --home {settings.home}"
+        )
+    return url
+
+
+def server_secret(settings: Settings) -> bytes:
+    """The server secret: from AIDLINK_SECRET, else a random one kept under the home (0600)."""
+    if settings.secret is not None:
+        value = settings.secret.get_secret_value().encode()
+        if len(value) < 32:
+            raise ConfigurationError("AIDLINK_SECRET must be at least 32 characters")
+        return value
+    path = settings.home / SECRET_FILE
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first; read theirs
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()

@@ -1,0 +1,142 @@
+"""``aidlink up``: the whole system on one machine, on embedded defaults where none is set."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+import psycopg
+import uvicorn
+
+from gateway import db, demo
+from gateway.api.app import create_app
+from gateway.auth import Role, issue_token
+from gateway.ingest.pipeline import Gateway, GatewayConfig
+from gateway.settings import RUNTIME_FILE, Settings, load_settings, server_secret
+
+log = logging.getLogger("aidlink.up")
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _database(settings: Settings, stack: ExitStack) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from gateway.services.embedded import start_embedded_postgres
+
+    _say(f"starting embedded PostgreSQL under {settings.home / 'pgdata'}")
+    url, stop = start_embedded_postgres(settings.home)
+    stack.callback(stop)
+    return url
+
+
+def _broker(settings: Settings, stack: ExitStack, port: int) -> tuple[str, int]:
+    """The broker URL and the MQTT protocol the gateway should speak to it."""
+    if settings.mqtt_url:
+        return settings.mqtt_url, settings.mqtt_protocol
+    from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
+
+    if find_mosquitto() is not None:
+        broker = MosquittoProcess(data_dir=settings.home / "mosquitto", port=port)
+        broker.start()
+        stack.callback(broker.stop)
+        _say(f"started Mosquitto on 127.0.0.1:{broker.port}")
+        return broker.url, settings.mqtt_protocol
+    from gateway.services.embedded import start_inprocess_broker
+
+    stop = start_inprocess_broker(port)
+    stack.callback(stop)
+    _say(f"Mosquitto is not installed; started the in-process MQTT 3.1.1 broker on port {port}")
+    return f"mqtt://127.0.0.1:{port}", 4
+
+
+def _write_runtime(home: Path, **info: str | int) -> Callable[[], None]:
+    path = home / RUNTIME_FILE
+    path.write_text(json.dumps({"pid": os.getpid(), **info}))
+    return lambda: path.unlink(missing_ok=True)
+
+
+@click.command("up")
+@click.option("--demo", "with_demo", is_flag=True, help="Seed Dalarna and run a simulated fleet.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Data directory for the embedded database and broker.")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--api-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--demo-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds between a demo cuff's readings.")
+@click.pass_context
+def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: int | None,
+           api_port: int | None, demo_interval: float) -> None:
+    """Run database, broker, gateway and API on this machine; Ctrl-C stops everything."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    parent: Settings = ctx.ensure_object(dict)["settings"]
+    settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"home": settings.home.resolve()})
+    secret = server_secret(settings)
+    stop = threading.Event()
+    with ExitStack() as stack:
+        try:
+            database_url = _database(settings, stack)
+            broker_url, protocol = _broker(settings, stack, settings.mqtt_port)
+            db.migrate(database_url)
+        except (OSError, RuntimeError, psycopg.Error, db.MigrationError) as exc:
+            _say(f"aidlink up: {exc}")
+            sys.exit(1)
+        hubs: list[demo.DemoHub] = []
+        if with_demo:
+            with psycopg.connect(database_url) as conn:
+                hubs = demo.seed(conn, secret, settings.home)
+        gateway = Gateway(GatewayConfig(
+            database_url=database_url, mqtt_url=broker_url, client_id=settings.gateway_client_id,
+            protocol=protocol, batch_max_rows=settings.batch_max_rows,
+            batch_max_delay=settings.batch_max_delay_ms / 1000,
+            receive_maximum=settings.receive_maximum, zone=settings.zone))
+        gateway.start()
+        stack.callback(gateway.stop)
+        if not gateway.wait_connected(10):
+            _say("aidlink up: the gateway could not connect to the broker")
+            sys.exit(1)
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        stack.callback(_write_runtime(settings.home, database_url=database_url,
+                                      mqtt_url=broker_url, api_url=api_url))
+        if hubs:
+            demo.run(hubs, broker_url, protocol, stop, interval=demo_interval)
+            stack.callback(stop.set)
+            _print_demo(secret, settings, api_url, broker_url, hubs)
+        app = create_app(database_url=database_url, secret=secret,
+                         gateway_health=gateway.health)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host,
+                                               port=settings.api_port, log_level="warning"))
+        _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")
+        server.run()
+        _say("stopping aidlink")
+
+
+def _print_demo(secret: bytes, settings: Settings, api_url: str, broker_url: str,
+                hubs: list[demo.DemoHub]) -> None:
+    first = hubs[0]
+    token = issue_token(secret, principal=first.principal, role=Role.CLINICIAN,
+                        subject="demo-clinician", ttl_seconds=settings.token_ttl_seconds)
+    patient = first.cuffs[0][1]
+    url = f"{api_url}/fhir/r4/Observation?subject=Patient/{patient}&_count=5"
+    click.echo(f"""
+aidlink demo
+  API:     {api_url}
+  broker:  {broker_url}
+  fleet:   {sum(len(h.cuffs) for h in hubs)} blood pressure monitors behind {len(hubs)} hubs
+  token (clinician, principal {first.principal}):
+{token}
+
+Try:
+  curl -s -H "Authorization: Bearer {token}" '{url}'
+""")

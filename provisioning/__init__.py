@@ -1,0 +1,1 @@
+"""Principals, devices, pairings and patient assignments: what technicians do every day."""

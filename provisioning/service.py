@@ -1,0 +1,204 @@
+"""The provisioning service layer: one place for the rules, used by the CLI and the API."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
+from provisioning.passwords import hash_password, new_password
+from provisioning.patients import patient_key
+
+_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_TEXT = re.compile(r"^[A-Za-z0-9 ._:/+-]{1,64}$")
+BASES = ("HSL", "SoL")
+DEVICE_AUTH = ("mtls", "password")
+
+Conn = psycopg.Connection[Any]
+
+
+def _check(pattern: re.Pattern[str], value: str, field: str) -> str:
+    if not pattern.fullmatch(value):
+        raise InvalidInputError(f"{field} {value!r} is not valid (pattern {pattern.pattern})")
+    return value
+
+
+def _history(conn: Conn, device_id: str, action: str, actor: str, **detail: Any) -> None:
+    conn.execute(
+        "INSERT INTO device_history (device_id, action, actor, detail) VALUES (%s, %s, %s, %s)",
+        (device_id, action, actor, Jsonb(detail)),
+    )
+
+
+def add_principal(conn: Conn, code: str, name: str, device_auth: str = "mtls") -> dict[str, Any]:
+    """Register a principal (region or municipality); its policy requires mTLS by default."""
+    _check(_CODE, code, "principal code")
+    if not name.strip():
+        raise InvalidInputError("principal name must not be empty")
+    if device_auth not in DEVICE_AUTH:
+        raise InvalidInputError(f"device auth {device_auth!r} is not one of {DEVICE_AUTH}")
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "INSERT INTO principals (code, name, device_auth) VALUES (%s, %s, %s)"
+            " ON CONFLICT (code) DO NOTHING RETURNING code, name, device_auth, created_at",
+            (code, name.strip(), device_auth),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise ConflictError(f"principal {code} already exists")
+    return row
+
+
+def get_principal(conn: Conn, code: str) -> dict[str, Any]:
+    """One principal, or NotFoundError naming it."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT code, name, device_auth, created_at FROM principals WHERE code = %s", (code,)
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"principal {code} does not exist")
+    return row
+
+
+def list_principals(conn: Conn) -> list[dict[str, Any]]:
+    """All principals by code."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT code, name, device_auth, created_at FROM principals ORDER BY code")
+        return cur.fetchall()
+
+
+def onboard_device(
+    conn: Conn, *, principal: str, model: str, serial: str, actor: str
+) -> dict[str, Any]:
+    """Register a device for a principal; password credentials where its policy allows them.
+
+    The password is returned once and only its hash is kept.
+    """
+    _check(_TEXT, model, "model")
+    _check(_TEXT, serial, "serial")
+    owner = get_principal(conn, principal)
+    device_id = "dev-" + secrets.token_hex(6)
+    password = new_password() if owner["device_auth"] == "password" else None
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO devices (id, principal_code, client_id, model, serial,"
+                " mqtt_password_hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                (device_id, principal, device_id, model, serial,
+                 None if password is None else hash_password(password)),
+            )
+            _history(conn, device_id, "onboarded", actor, principal=principal, model=model,
+                     serial=serial)
+    except psycopg.errors.UniqueViolation as exc:
+        raise ConflictError(f"a device {model} with serial {serial} is already onboarded") from exc
+    result: dict[str, Any] = {
+        "device_id": device_id,
+        "client_id": device_id,
+        "principal": principal,
+        "model": model,
+        "serial": serial,
+        "state": "in_stock",
+    }
+    if password is not None:
+        result["mqtt_username"] = device_id
+        result["mqtt_password"] = password
+    return result
+
+
+def get_device(conn: Conn, device_id: str, principal: str | None = None) -> dict[str, Any]:
+    """One device; with ``principal`` given, a device of another principal is not found."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT id, principal_code, client_id, model, serial, state, created_at"
+            " FROM devices WHERE id = %s AND (%s::text IS NULL OR principal_code = %s)",
+            (device_id, principal, principal),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"device {device_id} does not exist")
+    return row
+
+
+def pair(conn: Conn, *, peripheral_id: str, hub_id: str, actor: str) -> dict[str, Any]:
+    """Pair a peripheral with a hub (ending any earlier pairing); both of one principal."""
+    with conn.transaction():
+        peripheral = get_device(conn, peripheral_id)
+        hub = get_device(conn, hub_id)
+        if peripheral["principal_code"] != hub["principal_code"]:
+            raise ConflictError(
+                f"device {peripheral_id} (principal {peripheral['principal_code']}) cannot pair"
+                f" with hub {hub_id} of principal {hub['principal_code']}"
+            )
+        for row in (peripheral, hub):
+            if row["state"] == "retired":
+                raise ConflictError(f"device {row['id']} is retired")
+        conn.execute(
+            "UPDATE pairings SET unpaired_at = now()"
+            " WHERE peripheral_id = %s AND unpaired_at IS NULL",
+            (peripheral_id,),
+        )
+        conn.execute(
+            "INSERT INTO pairings (hub_id, peripheral_id) VALUES (%s, %s)", (hub_id, peripheral_id)
+        )
+        _history(conn, peripheral_id, "paired", actor, hub=hub_id)
+    return {"peripheral_id": peripheral_id, "hub_id": hub_id}
+
+
+def assign(
+    conn: Conn,
+    secret: bytes,
+    *,
+    device_id: str,
+    patient: str,
+    basis: str,
+    actor: str,
+    prescribing_unit: str | None = None,
+) -> dict[str, Any]:
+    """Assign a device in stock to a patient from now on, under HSL or SoL."""
+    if basis not in BASES:
+        raise InvalidInputError(f"basis {basis!r} must be one of {', '.join(BASES)}")
+    with conn.transaction():
+        device = get_device(conn, device_id)
+        conn.execute("SELECT 1 FROM devices WHERE id = %s FOR UPDATE", (device_id,))
+        if device["state"] != "in_stock":
+            raise ConflictError(
+                f"device {device_id} is {device['state']}; only a device in stock can be assigned"
+            )
+        key = patient_key(secret, device["principal_code"], patient)
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "INSERT INTO assignments (device_id, principal_code, patient_key, basis,"
+                " prescribing_unit, assigned_by) VALUES (%s, %s, %s, %s, %s, %s)"
+                " RETURNING id, valid_from",
+                (device_id, device["principal_code"], key, basis, prescribing_unit, actor),
+            )
+            row = cur.fetchone()
+        assert row is not None
+        conn.execute("UPDATE devices SET state = 'assigned' WHERE id = %s", (device_id,))
+        _history(conn, device_id, "assigned", actor, assignment=row["id"], basis=basis,
+                 prescribing_unit=prescribing_unit)
+    return {
+        "assignment_id": row["id"],
+        "device_id": device_id,
+        "principal": device["principal_code"],
+        "patient": patient,
+        "basis": basis,
+        "valid_from": row["valid_from"],
+    }
+
+
+def history(conn: Conn, device_id: str) -> list[dict[str, Any]]:
+    """A device's life, oldest first."""
+    get_device(conn, device_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT at, action, actor, detail FROM device_history WHERE device_id = %s ORDER BY id",
+            (device_id,),
+        )
+        return [{"device_id": device_id, **row} for row in cur.fetchall()]

@@ -1,0 +1,1 @@
+"""Device simulators that speak the devices' own wire formats over the real MQTT path."""
