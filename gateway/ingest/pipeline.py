@@ -65,6 +65,7 @@ class Gateway:
         self._db_error = ""
         self._last_commit: datetime | None = None
         self.totals = BatchResult()
+        self._store: BatchStore | None = None
         target = parse_mqtt_url(config.mqtt_url)
         self._target = target
         self._client = new_client(config.client_id, protocol=config.protocol, persistent=True)
@@ -150,6 +151,13 @@ class Gateway:
 
     # -- writer thread -------------------------------------------------------------------------
     def _write_loop(self) -> None:
+        try:
+            self._write_batches()
+        finally:
+            if self._store is not None:
+                self._store.close()
+
+    def _write_batches(self) -> None:
         store: BatchStore | None = None
         while not self._stop.is_set():
             batch = self._collect()
@@ -158,7 +166,7 @@ class Gateway:
             while True:
                 try:
                     if store is None:
-                        store = self._connect_store()
+                        store = self._store = self._connect_store()
                     result = self._write(store, batch)
                     break
                 except psycopg.OperationalError as exc:
@@ -166,7 +174,9 @@ class Gateway:
                     self._db_ok, self._db_error = False, str(exc).splitlines()[0]
                     log.warning("database write failed, batch kept unacknowledged: %s",
                                 self._db_error)
-                    store = None
+                    if store is not None:
+                        store.close()
+                    store = self._store = None
                     if self._stop.wait(1.0):
                         return
             self._db_ok, self._db_error = True, ""

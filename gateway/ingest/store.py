@@ -76,6 +76,10 @@ class BatchStore:
         self._timescale = uses_timescaledb(conn)
         conn.commit()
 
+    def close(self) -> None:
+        """Close the connection (a broken one too)."""
+        self._conn.close()
+
     def write(self, batch: Sequence[Incoming]) -> BatchResult:
         """Decode, resolve and store a batch in one transaction, then commit."""
         result = BatchResult(messages=len(batch))

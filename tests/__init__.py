@@ -1,0 +1,1 @@
+"""The aidlink test suite."""
