@@ -141,7 +141,7 @@ def test_special_values_become_data_absent_reasons(client: TestClient, fleet: Fl
 
 
 def test_fhir_errors_are_operation_outcomes(client: TestClient, fleet: Fleet) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str]] = [
         ({"subject": "Patient/ok", "code": "http://snomed.info/sct|1"}, 400, "code system"),
         ({"subject": "Patient/ok", "date": "xx2026"}, 400, "date"),
         ({"subject": "Patient/bad ref!"}, 400, "patient"),
