@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -60,6 +61,9 @@ def _connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         _fail(str(exc))
     except ProvisioningError as exc:
         _fail(str(exc))
+    except psycopg.errors.UndefinedTable as exc:
+        _fail(f"database has no aidlink schema ({exc.diag.message_primary}); "
+              "run `aidlink db migrate`")
     except psycopg.OperationalError as exc:
         _fail(f"database: {str(exc).strip().splitlines()[0]}")
 
@@ -181,10 +185,17 @@ def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
         row["mqtt_url"] = mqtt_url(settings)
     text = dumps(row)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bundle.json").write_text(text + "\n")
-        (out / "bundle.json").chmod(0o600)
+        _write_private(out / "bundle.json", text + "\n")
     click.echo(text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from the first byte on (it holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 @device_group.command("pair")

@@ -127,6 +127,8 @@ def get_device(conn: Conn, device_id: str, principal: str | None = None) -> dict
 
 def pair(conn: Conn, *, peripheral_id: str, hub_id: str, actor: str) -> dict[str, Any]:
     """Pair a peripheral with a hub (ending any earlier pairing); both of one principal."""
+    if peripheral_id == hub_id:
+        raise InvalidInputError(f"device {hub_id} cannot be paired with itself")
     with conn.transaction():
         peripheral = get_device(conn, peripheral_id)
         hub = get_device(conn, hub_id)
@@ -164,8 +166,9 @@ def assign(
     if basis not in BASES:
         raise InvalidInputError(f"basis {basis!r} must be one of {', '.join(BASES)}")
     with conn.transaction():
-        device = get_device(conn, device_id)
+        # Lock first, then read: a concurrent assignment is seen, not raced.
         conn.execute("SELECT 1 FROM devices WHERE id = %s FOR UPDATE", (device_id,))
+        device = get_device(conn, device_id)
         if device["state"] != "in_stock":
             raise ConflictError(
                 f"device {device_id} is {device['state']}; only a device in stock can be assigned"
