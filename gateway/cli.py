@@ -17,7 +17,7 @@ import psycopg
 from adapters.errors import DecodeError, UnknownChannelError
 from adapters.model import DecodeContext, dumps
 from adapters.registry import ADAPTERS, decode
-from gateway import db
+from gateway import db, profiles
 from gateway.auth import Role, issue_token
 from gateway.mqtt import MqttUrlError
 from gateway.settings import (
@@ -84,14 +84,26 @@ def main(ctx: click.Context, home: Path | None) -> None:
 @click.argument("channel")
 @click.argument("payload")
 @click.option("--profile", default=None, help="Firmware profile (device zone and quirks).")
-@click.option("--zone", default="Europe/Stockholm", show_default=True,
-              help="Zone of the device's wall clock.")
-def decode_cmd(channel: str, payload: str, profile: str | None, zone: str) -> None:
+@click.option("--zone", default=None,
+              help="Zone of the device's wall clock [default: the profile's, else "
+                   "Europe/Stockholm].")
+def decode_cmd(channel: str, payload: str, profile: str | None, zone: str | None) -> None:
     """Decode PAYLOAD (hex, or - for raw bytes on stdin) as CHANNEL; print canonical JSON."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    zone_given = zone is not None
+    zone = zone or "Europe/Stockholm"
+
+    zone_name = zone
     if profile is not None:
-        _fail(f"profile {profile!r} not found (no firmware profiles are installed yet)", 2)
+        try:
+            chosen = profiles.load(profile)
+        except profiles.ProfileError as exc:
+            _fail(str(exc), 2)
+        if channel not in chosen.channels:
+            _fail(f"channel {channel!r} is not one of profile {profile}: "
+                  f"{', '.join(chosen.channels)}", 2)
+        zone_name = zone if zone_given else chosen.zone.key
     if payload == "-":
         data = sys.stdin.buffer.read()
     else:
@@ -101,7 +113,7 @@ def decode_cmd(channel: str, payload: str, profile: str | None, zone: str) -> No
         except ValueError:
             _fail(f"{channel}: payload is not hex: {payload!r}", 2)
     try:
-        ctx = DecodeContext(zone=ZoneInfo(zone))
+        ctx = DecodeContext(zone=ZoneInfo(zone_name))
     except (ZoneInfoNotFoundError, ValueError):
         _fail(f"unknown zone {zone!r}", 2)
     try:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -81,6 +82,16 @@ def _broker(settings: Settings, stack: ExitStack, port: int, kind: str) -> tuple
     return f"mqtt://127.0.0.1:{port}", 4
 
 
+def _check_free(port: int, what: str, flag: str) -> None:
+    """Refuse a port that something else already listens on, naming it and the way out."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            raise click.ClickException(
+                f"port {port} for the {what} is already in use on 127.0.0.1; "
+                f"choose another with {flag}")
+
+
 def _write_runtime(home: Path, **info: str | int) -> Callable[[], None]:
     path = home / RUNTIME_FILE
     path.write_text(json.dumps({"pid": os.getpid(), **info}))
@@ -108,6 +119,9 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
     settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"home": settings.home.resolve()})
+    if not settings.mqtt_url:
+        _check_free(settings.mqtt_port, "embedded MQTT broker", "--mqtt-port")
+    _check_free(settings.api_port, "API", "--api-port")
     secret = server_secret(settings)
     stop = threading.Event()
     with ExitStack() as stack:

@@ -1,0 +1,1 @@
+"""Declarative device-model files (TOML), one per model; read by ``gateway.profiles``."""
