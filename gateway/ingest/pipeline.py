@@ -27,7 +27,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.ingest import metrics
-from gateway.ingest.resolve import Rejected
 from gateway.ingest.store import BatchResult, BatchStore, Incoming
 from gateway.ingest.topics import SUBSCRIPTION
 from gateway.mqtt import new_client, parse_mqtt_url
@@ -167,7 +166,7 @@ class Gateway:
                 try:
                     if store is None:
                         store = self._store = self._connect_store()
-                    result = self._write(store, batch)
+                    result = store.write_isolating(batch)
                     break
                 except psycopg.OperationalError as exc:
                     metrics.DB_FAILURES.inc()
@@ -205,28 +204,8 @@ class Gateway:
                 break
         return batch
 
-    def _write(self, store: BatchStore, batch: Sequence[Incoming]) -> BatchResult:
-        try:
-            return store.write(batch)
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
-            # A row the database refuses (not an outage): store the rest one by one and set
-            # the offender aside, so one bad message never stalls ingestion.
-            log.error("batch refused by the database (%s); storing one by one", exc)
-            total = BatchResult()
-            for message in batch:
-                try:
-                    part = store.write([message])
-                except psycopg.OperationalError:
-                    raise
-                except psycopg.Error as single:
-                    part = store.write_rejected(message, Rejected("store_error", str(single)))
-                _merge(total, part)
-            return total
-
     def _account(self, batch: Sequence[Incoming], result: BatchResult) -> None:
-        _merge(self.totals, result)
+        self.totals.merge(result)
         now = datetime.now(UTC)
         for message in batch:
             metrics.INGEST_LATENCY.observe((now - message.received_at).total_seconds())
@@ -242,16 +221,6 @@ class Gateway:
         for message in batch:
             if message.qos > 0 and message.generation == self._generation:
                 self._client.ack(message.mid, message.qos)
-
-
-def _merge(total: BatchResult, part: BatchResult) -> None:
-    total.messages += part.messages
-    total.stored_messages += part.stored_messages
-    total.observations_new += part.observations_new
-    total.events_new += part.events_new
-    total.ignored += part.ignored
-    for reason, count in part.dead_letters.items():
-        total.dead_letters[reason] = total.dead_letters.get(reason, 0) + count
 
 
 def _received_at_property(msg: mqtt.MQTTMessage) -> datetime | None:

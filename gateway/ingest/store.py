@@ -58,6 +58,16 @@ class BatchResult:
     dead_letters: dict[str, int] = field(default_factory=dict)
     ignored: int = 0
 
+    def merge(self, part: BatchResult) -> None:
+        """Add another result to this one."""
+        self.messages += part.messages
+        self.stored_messages += part.stored_messages
+        self.observations_new += part.observations_new
+        self.events_new += part.events_new
+        self.ignored += part.ignored
+        for reason, count in part.dead_letters.items():
+            self.dead_letters[reason] = self.dead_letters.get(reason, 0) + count
+
 
 @dataclass(slots=True)
 class _Plan:
@@ -209,14 +219,35 @@ class BatchStore:
             " ON CONFLICT (topic, payload_sha256) DO UPDATE"
             " SET last_seen = EXCLUDED.last_seen, times = dead_letters.times + 1",
             (
-                message.received_at, message.received_at, message.topic,
-                None if topic is None else topic.client_id,
-                None if topic is None else topic.device_id,
-                rejected.principal, None if topic is None else topic.channel,
+                message.received_at, message.received_at, _text(message.topic),
+                None if topic is None else _text(topic.client_id),
+                None if topic is None else _text(topic.device_id),
+                rejected.principal, None if topic is None else _text(topic.channel),
                 message.payload, hashlib.sha256(message.payload).digest(),
-                rejected.reason, rejected.detail,
+                rejected.reason, _text(rejected.detail),
             ),
         )
+
+    def write_isolating(self, batch: Sequence[Incoming]) -> BatchResult:
+        """Write a batch; if the database refuses it (not an outage), write the messages one
+        by one and set each refused one aside, so one bad message never stalls ingestion."""
+        try:
+            return self.write(batch)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.error("batch of %d refused by the database (%s); storing one by one",
+                      len(batch), exc)
+        total = BatchResult()
+        for message in batch:
+            try:
+                part = self.write([message])
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as single:
+                part = self.write_rejected(message, Rejected("store_error", str(single)))
+            total.merge(part)
+        return total
 
     def write_rejected(self, message: Incoming, rejected: Rejected) -> BatchResult:
         """Set one message aside as a dead letter and commit."""
@@ -231,3 +262,9 @@ class BatchStore:
             self._conn.rollback()
             raise
         return BatchResult(messages=1, dead_letters={rejected.reason: 1})
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can hold: a NUL (which MQTT forbids in topics, but a broken client may
+    send) is written as an escape so the dead letter itself is never refused."""
+    return value.replace("\x00", "\\x00")
