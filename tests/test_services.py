@@ -328,10 +328,13 @@ def test_mosquitto_autosave_keeps_queue_across_kill(mosquitto: MosquittoProcess)
     publisher = MqttClient(mosquitto.port, _client_id("pub"))
     publisher.publish("aid/x", b"autosaved")
     publisher.close()
-    log_size = mosquitto.log_path.stat().st_size
+    database = mosquitto.data_dir / "mosquitto.db"
     deadline = time.monotonic() + TIMEOUT
-    # autosave_interval 1 should snapshot within about a second of the change.
-    while b"Saving in-memory database" not in mosquitto.log_path.read_bytes()[log_size:]:
+    # autosave_interval 1 should snapshot within about a second of the change. The log line
+    # comes before the write; wait for the snapshot itself: mosquitto writes mosquitto.db.new
+    # and renames it, so a mosquitto.db holding the payload and no .new file is a finished save.
+    while not (database.exists() and b"autosaved" in database.read_bytes()
+               and not database.with_name("mosquitto.db.new").exists()):
         assert time.monotonic() < deadline, "no autosave within the timeout"
         time.sleep(0.05)
 
