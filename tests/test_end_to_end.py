@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from fhir.resources.bundle import Bundle
 from fhir.resources.observation import Observation as FhirObservation
+from prometheus_client import REGISTRY
 
 from gateway.auth import Role
 from gateway.services.mosquitto import MosquittoProcess
@@ -87,6 +88,9 @@ def test_bad_and_unauthorised_messages_are_dead_letters_and_ingestion_goes_on(
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE devices SET state = 'retired' WHERE id = %s", (fleet.other_cuff,))
     now = datetime.now(UTC).replace(microsecond=0)
+    reasons = ("decode_error", "unpaired_peripheral", "unknown_channel", "unknown_client",
+               "retired_device")
+    before = {reason: _dead_letter_count(reason) for reason in reasons}
     with running_gateway(database_url, mosquitto.url):
         hub = Hub(mosquitto.url, fleet.hub)
         stranger = Hub(mosquitto.url, "dev-nobody")
@@ -119,6 +123,14 @@ def test_bad_and_unauthorised_messages_are_dead_letters_and_ingestion_goes_on(
         ("retired_device", fleet.other_cuff),
     ]
     assert rows[0][2] == bytes.fromhex("1e0100")
+    counted = {reason: _dead_letter_count(reason) - before[reason] for reason in reasons}
+    assert counted == {"decode_error": 1, "unpaired_peripheral": 2, "unknown_channel": 1,
+                       "unknown_client": 1, "retired_device": 1}
+
+
+def _dead_letter_count(reason: str) -> float:
+    value = REGISTRY.get_sample_value("aidlink_dead_letters_total", {"reason": reason})
+    return 0.0 if value is None else value
 
 
 def test_the_same_message_delivered_twice_is_stored_once(database_url: str,
