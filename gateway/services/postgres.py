@@ -506,6 +506,9 @@ class PostgresProcess:
         port = int(match.group(1))
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # PostgreSQL binds with SO_REUSEADDR, so a port whose last connections sit in
+                # TIME_WAIT is free for it; probe the same way or we would wrongly move on.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((HOST, port))
         except OSError:
             return None
