@@ -53,6 +53,11 @@ _METRICS = (
        "MDC_PULS_OXIM_PULS_RATE"),
     _M("body_temperature", "8310-5", 150364, "Body temperature", (Unit.CEL, Unit.DEGF), _V,
        "MDC_TEMP_BODY"),
+    # Spirometry and peak flow (LOINC: FEV1, FVC, peak expiratory flow by peak flow meter).
+    # No MDC code is given until one is verified against the 11073-10101 nomenclature.
+    _M("fev1", "20150-9", None, "FEV1", (Unit.L,), False, None),
+    _M("fvc", "19868-9", None, "FVC", (Unit.L,), False, None),
+    _M("pef", "19935-6", None, "Peak expiratory flow", (Unit.L_PER_MIN,), False, None),
 )
 
 METRICS: dict[str, Metric] = {metric.key: metric for metric in _METRICS}

@@ -75,6 +75,8 @@ class Observation:
     absent_reason: AbsentReason | None = None
     panel: str | None = None
     device_user: int | None = None
+    # The device's own record number (glucose meters), the key for de-duplication and replay.
+    sequence: int | None = None
 
     def __post_init__(self) -> None:
         if (self.value is None) == (self.absent_reason is None):
@@ -95,6 +97,7 @@ class Observation:
             "absent_reason": None if self.absent_reason is None else str(self.absent_reason),
             "panel": self.panel,
             "device_user": self.device_user,
+            "sequence": self.sequence,
         }
 
 

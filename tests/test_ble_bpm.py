@@ -275,5 +275,5 @@ def test_bp_observation_dumps_keeps_decimal_digits() -> None:
     assert dumps(systolic.to_json()) == (
         '{"kind":"observation","code":"8480-6","mdc":150021,"value":16.00,"unit":"kPa",'
         '"measured_at":"2018-04-17T13:51:00Z","flags":[],"absent_reason":null,'
-        '"panel":"85354-9","device_user":null}'
+        '"panel":"85354-9","device_user":null,"sequence":null}'
     )

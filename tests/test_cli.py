@@ -42,7 +42,7 @@ def bp_values(measured_at: str) -> list[dict[str, Any]]:
     def line(code: str, mdc: int, value: int, unit: str, panel: str | None) -> dict[str, Any]:
         return {"kind": "observation", "code": code, "mdc": mdc, "value": value, "unit": unit,
                 "measured_at": measured_at, "flags": [], "absent_reason": None,
-                "panel": panel, "device_user": 1}
+                "panel": panel, "device_user": 1, "sequence": None}
 
     return [
         line("8480-6", 150021, 128, "mm[Hg]", BP_PANEL),
