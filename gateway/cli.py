@@ -103,7 +103,7 @@ def decode_cmd(channel: str, payload: str, profile: str | None, zone: str | None
         if channel not in chosen.channels:
             _fail(f"channel {channel!r} is not one of profile {profile}: "
                   f"{', '.join(chosen.channels)}", 2)
-        zone_name = zone if zone_given else chosen.zone.key
+        zone_name = zone if zone_given else chosen.zone
     if payload == "-":
         data = sys.stdin.buffer.read()
     else:
@@ -124,6 +124,29 @@ def decode_cmd(channel: str, payload: str, profile: str | None, zone: str | None
         _fail(str(exc), 2)
     for record in records:
         click.echo(dumps(record.to_json()))
+
+
+@main.group("profiles")
+def profiles_group() -> None:
+    """Firmware profiles (one file per device model)."""
+
+
+@profiles_group.command("check")
+def profiles_check() -> None:
+    """Validate every profile; exit 1 listing each problem."""
+    problems = profiles.check()
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(dumps({"valid": profiles.names()}))
+
+
+@profiles_group.command("list")
+def profiles_list() -> None:
+    """Print every valid profile as JSON lines."""
+    for profile in profiles.by_model().values():
+        click.echo(dumps(profile.model_dump(mode="json")))
 
 
 @main.group("db")

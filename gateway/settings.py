@@ -33,7 +33,6 @@ class Settings(BaseSettings):
     batch_max_delay_ms: int = Field(default=100, ge=1, le=100)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
-    zone: str = "Europe/Stockholm"
 
 
 class ConfigurationError(Exception):

@@ -140,7 +140,7 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             database_url=database_url, mqtt_url=broker_url, client_id=settings.gateway_client_id,
             protocol=protocol, batch_max_rows=settings.batch_max_rows,
             batch_max_delay=settings.batch_max_delay_ms / 1000,
-            receive_maximum=settings.receive_maximum, zone=settings.zone))
+            receive_maximum=settings.receive_maximum))
         gateway.start()
         stack.callback(gateway.stop)
         if not gateway.wait_connected(10):

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -34,7 +33,7 @@ def _store(url: str, fleet: Fleet, readings: int, *, start: datetime = START) ->
         batch.append(Incoming(topic=f"aidlink/v1/{fleet.hub}/{fleet.cuff}/ble/2a35",
                               payload=payload, received_at=at + timedelta(seconds=2)))
     with psycopg.connect(url) as conn:
-        store = BatchStore(conn, zone=ZoneInfo("Europe/Stockholm"))
+        store = BatchStore(conn)
         result = store.write(batch)
     assert result.stored_messages == readings
 
@@ -71,7 +70,7 @@ def test_plain_json_pages_newest_first_with_a_cursor(client: TestClient, fleet: 
     assert seen[0] == {
         "kind": "observation", "code": "8480-6", "mdc": 150021, "value": 122,
         "unit": "mm[Hg]", "measured_at": "2026-11-01T10:00:00Z", "flags": [],
-        "absent_reason": None, "panel": "85354-9", "device_user": None,
+        "absent_reason": None, "panel": "85354-9", "device_user": None, "sequence": None,
         "device_id": fleet.cuff, "patient": fleet.patient,
         "received_at": "2026-11-01T10:00:02Z",
     }
@@ -125,7 +124,7 @@ def test_special_values_become_data_absent_reasons(client: TestClient, fleet: Fl
     # Systolic NaN (0x07FF), diastolic NRes (0x0800), MAP +INF (0x07FE): PHD IG mapping.
     payload = bytes.fromhex("00ff070008fe07")
     with psycopg.connect(database_url) as conn:
-        BatchStore(conn, zone=ZoneInfo("UTC")).write([Incoming(
+        BatchStore(conn).write([Incoming(
             topic=f"aidlink/v1/{fleet.hub}/{fleet.cuff}/ble/2a35", payload=payload,
             received_at=datetime.now(UTC))])
     body = client.get("/fhir/r4/Observation", headers=bearer("20"),

@@ -195,20 +195,22 @@ def test_console_script_migrates_a_database(database_url: str, tmp_path: Path) -
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == {"applied": db.migration_names()}
-    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 3
+    assert count(database_url, "SELECT count(*) FROM schema_migrations") == len(
+        db.migration_names())
 
 
 # --- db migrate ------------------------------------------------------------------------------
 
 
-def test_db_migrate_applies_three_migrations_then_none(database_url: str,
-                                                       tmp_path: Path) -> None:
+def test_db_migrate_applies_every_migration_then_none(database_url: str,
+                                                      tmp_path: Path) -> None:
     env = environment(tmp_path, database_url)
     first = one(run(env, "db", "migrate"))
     assert first == {"applied": ["0001_registry.sql", "0002_readings.sql",
-                                 "0003_observations.sql"]}
+                                 "0003_observations.sql",
+                                 "0004_device_time_and_supervision.sql"]}
     assert one(run(env, "db", "migrate")) == {"applied": []}
-    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 3
+    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 4
 
 
 # --- principal -------------------------------------------------------------------------------

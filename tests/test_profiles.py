@@ -1,8 +1,9 @@
-"""Firmware profiles load, and `aidlink decode --profile` follows them."""
+"""Firmware profiles load and validate, and `aidlink decode --profile` follows them."""
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -12,19 +13,52 @@ from gateway.cli import main
 
 # 0x2A35 with a time stamp of 2020-11-22 10:00:00 device wall-clock time, 128/82/97, pulse 72.
 VECTOR = "1e800052006100e4070b160a00004800010000"
+VALID = {
+    "manufacturer": "Acme", "model": "acme-bpm", "device_class": "blood_pressure_monitor",
+    "firmware_versions": ["1.0", "1.2"], "minimum_secure_firmware": "1.2",
+    "zone": "Europe/Stockholm", "clock": "local", "reporting_interval": "P1D",
+    "battery_low_percent": 20, "quirks": [], "channels": {"ble/2a35": "bpm"},
+}
 
 
-def test_every_shipped_profile_loads() -> None:
-    loaded = [profiles.load(name) for name in profiles.names()]
-    assert [p.model for p in loaded] == profiles.names()
-    assert profiles.load("demo-bpm") == profiles.Profile(
-        model="demo-bpm", manufacturer="aidlink", device_class="blood_pressure_monitor",
-        zone=ZoneInfo("Europe/Stockholm"), channels=("ble/2a35",))
+def test_every_shipped_profile_is_valid() -> None:
+    assert profiles.check() == []
+    assert sorted(profiles.by_model()) == profiles.names()
+
+
+def test_the_demo_cuff_profile() -> None:
+    cuff = profiles.load("demo-bpm")
+    assert (cuff.device_class, cuff.zone, cuff.clock) == (
+        profiles.DeviceClass.BLOOD_PRESSURE_MONITOR, "Europe/Stockholm", "local")
+    assert cuff.reporting_interval == timedelta(hours=24)
+    assert cuff.firmware_is_secure("1.1.0")
+    assert not cuff.firmware_is_secure("1.0.0")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"clock": "sundial"}, "clock"),
+    ({"zone": "Mars/Olympus"}, "unknown zone 'Mars/Olympus'"),
+    ({"channels": {"ble/ffff": "x"}}, "channels without an adapter: ble/ffff"),
+    ({"minimum_secure_firmware": "9.9"}, "is not among firmware_versions"),
+    ({"firmware_versions": ["1.x"]}, "is not dotted numbers"),
+    ({"battery_low_percent": 120}, "battery_low_percent"),
+    ({"colour": "red"}, "colour"),
+])
+def test_a_profile_breaking_a_rule_is_refused_naming_it(change: dict[str, object],
+                                                        message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        profiles.Profile.model_validate({**VALID, **change})
 
 
 def test_an_unknown_profile_is_named() -> None:
-    with pytest.raises(profiles.ProfileError, match="no firmware profile 'nope'; known: demo-bpm"):
+    with pytest.raises(profiles.ProfileError, match="no firmware profile 'nope'; known: "):
         profiles.load("nope")
+
+
+def test_profiles_check_command_lists_valid_profiles() -> None:
+    result = CliRunner().invoke(main, ["profiles", "check"])
+    assert result.exit_code == 0, result.output
+    assert "demo-bpm" in result.output
 
 
 def test_decode_uses_the_profile_zone_unless_told_otherwise() -> None:
@@ -39,4 +73,9 @@ def test_decode_uses_the_profile_zone_unless_told_otherwise() -> None:
 def test_decode_refuses_a_channel_the_profile_lacks() -> None:
     result = CliRunner().invoke(main, ["decode", "--profile", "demo-bpm", "ble/2a9d", "00"])
     assert result.exit_code == 2
-    assert result.output == "aidlink: channel 'ble/2a9d' is not one of profile demo-bpm: ble/2a35\n"
+    assert result.output.startswith("aidlink: channel 'ble/2a9d' is not one of profile demo-bpm")
+
+
+def test_profiles_ship_with_the_package() -> None:
+    shipped = Path(profiles.__file__).parent.parent / "firmware_profiles"
+    assert sorted(p.stem for p in shipped.glob("*.toml")) == profiles.names()

@@ -92,6 +92,7 @@ def _item(row: dict[str, Any], patient: str | None) -> dict[str, Any]:
         "absent_reason": row["absent_reason"],
         "panel": row["panel"],
         "device_user": row["device_user"],
+        "sequence": row["sequence"],
         "device_id": row["device_id"],
         # The caller's own reference when it asked by patient; otherwise the pseudonym.
         "patient": patient if patient is not None else row["patient_key"],

@@ -16,17 +16,18 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.ingest import metrics
+from gateway.ingest import metrics, supervision
+from gateway.ingest.replies import PRIORITY_CHANNELS
 from gateway.ingest.store import BatchResult, BatchStore, Incoming
 from gateway.ingest.topics import SUBSCRIPTION
 from gateway.mqtt import new_client, parse_mqtt_url
@@ -47,8 +48,8 @@ class GatewayConfig:
     batch_max_rows: int = 500
     batch_max_delay: float = 0.1
     receive_maximum: int = 1000
-    zone: str = "Europe/Stockholm"
     subscription: str = SUBSCRIPTION
+    supervision_interval: float = 30.0
 
 
 class Gateway:
@@ -75,6 +76,8 @@ class Gateway:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._writer = threading.Thread(target=self._write_loop, name="aidlink-writer", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="aidlink-supervisor",
+                                            daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,6 +90,7 @@ class Gateway:
             props.ReceiveMaximum = self.config.receive_maximum
             kwargs["clean_start"] = False
         self._writer.start()
+        self._supervisor.start()
         self._client.connect_async(
             self._target.host, self._target.port, keepalive=30, properties=props, **kwargs
         )
@@ -100,6 +104,7 @@ class Gateway:
         """Stop taking messages, finish the batch in hand, disconnect (session kept)."""
         self._stop.set()
         self._writer.join(timeout=10)
+        self._supervisor.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -117,6 +122,14 @@ class Gateway:
             "queued": self._queue.qsize(),
             "last_commit": None if self._last_commit is None else self._last_commit.isoformat(),
         }
+
+    def submit(self, topic: str, payload: bytes) -> Future[bool]:
+        """Feed a message that did not come over MQTT (a DC-09 frame) into the same pipeline;
+        the future resolves True once it is committed."""
+        done: Future[bool] = Future()
+        self._queue.put(Incoming(topic=topic, payload=payload, received_at=datetime.now(UTC),
+                                 qos=0, done=done))
+        return done
 
     # -- MQTT callbacks (paho's network thread) ---------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
@@ -181,11 +194,13 @@ class Gateway:
             self._db_ok, self._db_error = True, ""
             self._last_commit = datetime.now(UTC)
             self._account(batch, result)
+            for outbound in result.outbound:
+                self._client.publish(outbound.topic, outbound.payload, qos=1)
             self._ack(batch)
 
     def _connect_store(self) -> BatchStore:
         conn = psycopg.connect(self.config.database_url, connect_timeout=5)
-        return BatchStore(conn, zone=ZoneInfo(self.config.zone))
+        return BatchStore(conn)
 
     def _collect(self) -> list[Incoming]:
         try:
@@ -194,7 +209,7 @@ class Gateway:
             return []
         batch = [first]
         deadline = time.monotonic() + self.config.batch_max_delay
-        while len(batch) < self.config.batch_max_rows:
+        while len(batch) < self.config.batch_max_rows and not _urgent(batch[-1]):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -219,8 +234,27 @@ class Gateway:
 
     def _ack(self, batch: Sequence[Incoming]) -> None:
         for message in batch:
-            if message.qos > 0 and message.generation == self._generation:
+            if message.done is not None:
+                message.done.set_result(True)
+            elif message.qos > 0 and message.generation == self._generation:
                 self._client.ack(message.mid, message.qos)
+
+    # -- supervisor thread -----------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stop.wait(self.config.supervision_interval):
+            try:
+                with psycopg.connect(self.config.database_url, connect_timeout=5) as conn:
+                    gone = supervision.sweep(conn, datetime.now(UTC))
+            except psycopg.Error as exc:
+                log.warning("supervision sweep failed: %s", str(exc).splitlines()[0])
+                continue
+            if gone:
+                log.info("devices gone offline: %s", ", ".join(gone))
+
+
+def _urgent(message: Incoming) -> bool:
+    """An alarm: flush the batch now rather than wait for more messages."""
+    return message.topic.rsplit("/", 1)[-1] in PRIORITY_CHANNELS
 
 
 def _received_at_property(msg: mqtt.MQTTMessage) -> datetime | None:

@@ -6,10 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 
+from gateway import profiles
 from gateway.ingest.topics import UpTopic
+
+_UTC = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,23 @@ class DeviceRow:
     client_id: str
     principal: str
     state: str
+    model: str
+    principal_zone: str
+    clock_offset_s: float | None
+    online: bool | None
+
+    @property
+    def profile(self) -> profiles.Profile | None:
+        """The model's firmware profile, if it has one."""
+        return profiles.by_model().get(self.model)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone of the device's clock: its profile's, else its principal's."""
+        profile = self.profile
+        if profile is None:
+            return ZoneInfo(self.principal_zone)
+        return _UTC if profile.clock == "utc" else profile.zone_info
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +48,7 @@ class Resolved:
     """A message whose measuring device is known and allowed to publish through its client."""
 
     device: DeviceRow
+    client: DeviceRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +69,31 @@ class Assignment:
     valid_to: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class SequenceState:
+    """The highest stored-record number seen on a channel, and the last replay asked for."""
+
+    last: int
+    requested_after: int | None
+    requested_at: datetime | None
+
+
 class Registry:
-    """The registry facts for one batch, fetched with three queries."""
+    """The registry facts for one batch, fetched with four queries."""
 
     def __init__(self, conn: psycopg.Connection[Any], topics: Iterable[UpTopic]) -> None:
         wanted = list(topics)
         clients = sorted({t.client_id for t in wanted})
         devices = sorted({t.device_id for t in wanted})
         rows = conn.execute(
-            "SELECT id, client_id, principal_code, state FROM devices"
-            " WHERE client_id = ANY(%s) OR id = ANY(%s)",
+            "SELECT d.id, d.client_id, d.principal_code, d.state, d.model, p.zone,"
+            " s.clock_offset_s, s.online FROM devices d"
+            " JOIN principals p ON p.code = d.principal_code"
+            " LEFT JOIN device_state s ON s.device_id = d.id"
+            " WHERE d.client_id = ANY(%s) OR d.id = ANY(%s)",
             (clients, devices),
         ).fetchall()
-        self._by_id = {r[0]: DeviceRow(r[0], r[1], r[2], r[3]) for r in rows}
+        self._by_id = {r[0]: DeviceRow(*r) for r in rows}
         self._by_client = {d.client_id: d for d in self._by_id.values()}
         pairs = conn.execute(
             "SELECT peripheral_id, hub_id FROM pairings"
@@ -74,6 +108,14 @@ class Registry:
             (devices,),
         ):
             self._assignments.setdefault(device_id, []).append(Assignment(key, start, end))
+        self.sequences: dict[tuple[str, str], SequenceState] = {
+            (r[0], r[1]): SequenceState(r[2], r[3], r[4])
+            for r in conn.execute(
+                "SELECT device_id, channel, last_sequence, requested_after, requested_at"
+                " FROM record_sequences WHERE device_id = ANY(%s)",
+                (devices,),
+            )
+        }
 
     def resolve(self, topic: UpTopic) -> Resolved | Rejected:
         """Decide whether the client may publish for the device, and whose the data is."""
@@ -95,7 +137,14 @@ class Registry:
             )
         if device.state == "retired":
             return Rejected("retired_device", f"device {device.id} is retired", device.principal)
-        return Resolved(device)
+        profile = device.profile
+        if profile is not None and topic.channel not in profile.channels:
+            return Rejected(
+                "channel_not_in_profile",
+                f"channel {topic.channel} is not one of model {device.model}'s channels",
+                device.principal,
+            )
+        return Resolved(device, client)
 
     def patient_at(self, device_id: str, at: datetime) -> str | None:
         """The patient a device was assigned to at a moment, if any."""
