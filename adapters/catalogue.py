@@ -29,6 +29,7 @@ class Metric:
 
 
 _M, _V = Metric, True
+_GLU = (Unit.MG_PER_DL, Unit.MMOL_PER_L)
 _METRICS = (
     _M("bp_panel", "85354-9", 150020, "Blood pressure panel", (), _V, "MDC_PRESS_BLD_NONINV"),
     _M("bp_systolic", "8480-6", 150021, "Systolic blood pressure", (Unit.MMHG, Unit.KPA), _V,
@@ -58,7 +59,41 @@ _METRICS = (
     _M("fev1", "20150-9", None, "FEV1", (Unit.L,), False, None),
     _M("fvc", "19868-9", None, "FVC", (Unit.L,), False, None),
     _M("pef", "19935-6", None, "Peak expiratory flow", (Unit.L_PER_MIN,), False, None),
+    # Body Composition Measurement (0x2A9C). LOINC 41982-0 "Percentage of body fat Measured"
+    # [src: public FHIR profiles and HealthKit-to-LOINC maps; the LOINC table itself not read].
+    # MDC_BODY_FAT is SCADA term 57676 (signove/antidote@3a316ac6 src/dim/nomenclature.h), so
+    # 2 * 65536 + 57676 = 188748. The other BCS fields have no verified LOINC code and stay out
+    # of the catalogue (see adapters/ble_body_composition.py). Not a FHIR vital sign.
+    _M("body_fat", "41982-0", 188748, "Percentage of body fat Measured", (Unit.PERCENT,), False,
+       "MDC_BODY_FAT"),
+    # Glucose (0x2A18), one row per BLE sample type: the MDC code carries the specimen
+    # (PROTOCOLS.md §5; terms 28948 and 29112-29140 also in cdealti/zigbee_firmware@178edc2a
+    # .../BeeApps/HC/NomenclatureCodes.h). The LOINC is the mass code 2339-0 ("in Blood", also
+    # for plasma, ISF and control: LOINC optional here, the MDC code is the precise one); a
+    # mmol/L value carries GLUCOSE_MOLES_LOINC instead, so the display names no unit. Undetermined
+    # whole blood (likely 160364) is unverified and falls back to the generic 160020.
+    _M("glucose", "2339-0", 160020, "Glucose in blood", _GLU, False, "MDC_CONC_GLU_GEN"),
+    _M("glucose_capillary_whole_blood", "2339-0", 160184, "Glucose in capillary whole blood",
+       _GLU, False, "MDC_CONC_GLU_CAPILLARY_WHOLEBLOOD"),
+    _M("glucose_capillary_plasma", "2339-0", 160188, "Glucose in capillary plasma", _GLU, False,
+       "MDC_CONC_GLU_CAPILLARY_PLASMA"),
+    _M("glucose_venous_whole_blood", "2339-0", 160192, "Glucose in venous whole blood", _GLU,
+       False, "MDC_CONC_GLU_VENOUS_WHOLEBLOOD"),
+    _M("glucose_venous_plasma", "2339-0", 160196, "Glucose in venous plasma", _GLU, False,
+       "MDC_CONC_GLU_VENOUS_PLASMA"),
+    _M("glucose_arterial_whole_blood", "2339-0", 160200, "Glucose in arterial whole blood", _GLU,
+       False, "MDC_CONC_GLU_ARTERIAL_WHOLEBLOOD"),
+    _M("glucose_arterial_plasma", "2339-0", 160204, "Glucose in arterial plasma", _GLU, False,
+       "MDC_CONC_GLU_ARTERIAL_PLASMA"),
+    _M("glucose_control_solution", "2339-0", 160208, "Glucose in control solution", _GLU, False,
+       "MDC_CONC_GLU_CONTROL"),
+    _M("glucose_interstitial_fluid", "2339-0", 160212, "Glucose in interstitial fluid", _GLU,
+       False, "MDC_CONC_GLU_ISF"),
+    _M("glucose_undetermined_plasma", "2339-0", 160368, "Glucose in plasma", _GLU, False,
+       "MDC_CONC_GLU_UNDETERMINED_PLASMA"),
 )
+# LOINC 15074-8 "Glucose [Moles/volume] in Blood", used with mmol/L (PROTOCOLS.md §5).
+GLUCOSE_MOLES_LOINC = "15074-8"
 
 METRICS: dict[str, Metric] = {metric.key: metric for metric in _METRICS}
 BY_MDC: dict[int, Metric] = {m.mdc: m for m in _METRICS if m.mdc is not None}

@@ -26,7 +26,7 @@ def _reading(fleet: Fleet, at: datetime) -> Incoming:
                     received_at=at)
 
 
-def _events(conn: psycopg.Connection[object]) -> list[tuple[object, ...]]:
+def _events(conn: psycopg.Connection[tuple[object, ...]]) -> list[tuple[object, ...]]:
     return conn.execute(
         "SELECT device_id, type, channel, device_time, patient_key IS NOT NULL FROM events"
         " ORDER BY id").fetchall()
