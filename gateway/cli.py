@@ -207,14 +207,17 @@ def device_group() -> None:
 @click.option("--serial", required=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the provisioning bundle (bundle.json) here.")
+@click.option("--alarm-account", default=None, help="SIA DC-09 account of an alarm unit.")
+@click.option("--firmware", default=None, help="Firmware version installed.")
 @click.pass_context
 def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
-                   out: Path | None) -> None:
+                   out: Path | None, alarm_account: str | None, firmware: str | None) -> None:
     """Onboard one device for a principal; prints its id and credentials as JSON."""
     settings = _settings(ctx)
     with _connect(settings) as conn:
         row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
-                                     actor=_actor())
+                                     actor=_actor(), alarm_account=alarm_account,
+                                     firmware_version=firmware)
         conn.commit()
     with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
         row["mqtt_url"] = mqtt_url(settings)

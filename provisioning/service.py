@@ -16,6 +16,9 @@ from provisioning.patients import patient_key
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _TEXT = re.compile(r"^[A-Za-z0-9 ._:/+-]{1,64}$")
+# DC-09 account numbers: 3-16 hexadecimal characters (SIA DC-09 #acct).
+_ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 BASES = ("HSL", "SoL")
 DEVICE_AUTH = ("mtls", "password")
 
@@ -74,14 +77,20 @@ def list_principals(conn: Conn) -> list[dict[str, Any]]:
 
 
 def onboard_device(
-    conn: Conn, *, principal: str, model: str, serial: str, actor: str
+    conn: Conn, *, principal: str, model: str, serial: str, actor: str,
+    alarm_account: str | None = None, firmware_version: str | None = None,
 ) -> dict[str, Any]:
     """Register a device for a principal; password credentials where its policy allows them.
 
-    The password is returned once and only its hash is kept.
+    The password is returned once and only its hash is kept. ``alarm_account`` is the account
+    an SIA DC-09 alarm unit reports under.
     """
     _check(_TEXT, model, "model")
     _check(_TEXT, serial, "serial")
+    if alarm_account is not None:
+        _check(_ACCOUNT, alarm_account, "alarm account")
+    if firmware_version is not None:
+        _check(_VERSION, firmware_version, "firmware version")
     owner = get_principal(conn, principal)
     device_id = "dev-" + secrets.token_hex(6)
     password = new_password() if owner["device_auth"] == "password" else None
@@ -89,13 +98,17 @@ def onboard_device(
         with conn.transaction():
             conn.execute(
                 "INSERT INTO devices (id, principal_code, client_id, model, serial,"
-                " mqtt_password_hash) VALUES (%s, %s, %s, %s, %s, %s)",
+                " mqtt_password_hash, alarm_account, firmware_version)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (device_id, principal, device_id, model, serial,
-                 None if password is None else hash_password(password)),
+                 None if password is None else hash_password(password),
+                 None if alarm_account is None else alarm_account.upper(), firmware_version),
             )
             _history(conn, device_id, "onboarded", actor, principal=principal, model=model,
                      serial=serial)
     except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "devices_alarm_account_key":
+            raise ConflictError(f"alarm account {alarm_account} is already in use") from exc
         raise ConflictError(f"a device {model} with serial {serial} is already onboarded") from exc
     result: dict[str, Any] = {
         "device_id": device_id,
@@ -105,6 +118,10 @@ def onboard_device(
         "serial": serial,
         "state": "in_stock",
     }
+    if alarm_account is not None:
+        result["alarm_account"] = alarm_account.upper()
+    if firmware_version is not None:
+        result["firmware_version"] = firmware_version
     if password is not None:
         result["mqtt_username"] = device_id
         result["mqtt_password"] = password
@@ -205,3 +222,12 @@ def history(conn: Conn, device_id: str) -> list[dict[str, Any]]:
             (device_id,),
         )
         return [{"device_id": device_id, **row} for row in cur.fetchall()]
+
+
+def client_of_alarm_account(conn: Conn, account: str) -> str | None:
+    """The client id of the DC-09 alarm unit reporting under an account, if registered."""
+    row = conn.execute(
+        "SELECT client_id FROM devices WHERE alarm_account = %s AND state <> 'retired'",
+        (account.upper(),),
+    ).fetchone()
+    return None if row is None else str(row[0])

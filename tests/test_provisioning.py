@@ -362,3 +362,20 @@ def test_verify_refuses_what_is_not_a_7_hash(encoded: str) -> None:
 
 def test_new_passwords_differ() -> None:
     assert len({new_password() for _ in range(20)}) == 20
+
+
+def test_an_alarm_unit_is_found_by_its_dc09_account(database_url: str) -> None:
+    db.migrate(database_url)
+    with psycopg.connect(database_url) as conn:
+        service.add_principal(conn, "2062", "Mora")
+        unit = service.onboard_device(conn, principal="2062", model="alarm", serial="A1",
+                                      actor="t", alarm_account="1234ab", firmware_version="2.1")
+        assert (unit["alarm_account"], unit["firmware_version"]) == ("1234AB", "2.1")
+        assert service.client_of_alarm_account(conn, "1234AB") == unit["client_id"]
+        assert service.client_of_alarm_account(conn, "9999") is None
+        with pytest.raises(ConflictError, match="alarm account 1234AB is already in use"):
+            service.onboard_device(conn, principal="2062", model="alarm", serial="A2",
+                                   actor="t", alarm_account="1234AB")
+        with pytest.raises(InvalidInputError, match="alarm account"):
+            service.onboard_device(conn, principal="2062", model="alarm", serial="A3",
+                                   actor="t", alarm_account="not hex!")
