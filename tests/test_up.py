@@ -37,13 +37,15 @@ class Up:
         self.home = home
         self.mqtt_port = find_free_port()
         self.api_port = find_free_port()
+        self.dc09_port = find_free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.out = home.parent / f"up-{time.monotonic_ns()}.out"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIDLINK_")}
         with self.out.open("wb") as log:
             self.process = subprocess.Popen(
                 [AIDLINK, "up", "--demo", "--home", str(home), "--mqtt-port",
-                 str(self.mqtt_port), "--api-port", str(self.api_port), "--demo-interval",
+                 str(self.mqtt_port), "--api-port", str(self.api_port),
+                 "--dc09-port", str(self.dc09_port), "--demo-interval",
                  "0.5", *extra],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_for(self._healthy, timeout=90, what=f"aidlink up to be healthy ({self.out})")
