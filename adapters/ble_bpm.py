@@ -25,7 +25,7 @@ Deliberate choices:
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from adapters.catalogue import METRICS, Metric
 from adapters.errors import DecodeError
@@ -73,6 +73,8 @@ _PULSE_RANGE_FLAGS = {
 _PRESSURE_MMHG = (Decimal(20), Decimal(300))
 _PULSE_PER_MIN = (Decimal(20), Decimal(300))
 _MMHG_PER_KPA = Decimal("7.50062")  # PROTOCOLS.md §2.1
+# A private context, so a caller's decimal context (precision, traps) cannot round or raise.
+_EXACT = Context(prec=28, Emin=-999_999, Emax=999_999)
 
 _PRESSURE_KEYS = ("bp_systolic", "bp_diastolic", "bp_mean")
 _PANEL = METRICS["bp_panel"].loinc  # 85354-9
@@ -113,7 +115,7 @@ def _observation(
     panel: str | None,
     device_user: int | None,
 ) -> Observation:
-    if number.value is not None and _implausible(number.value * scale, bounds):
+    if number.value is not None and _implausible(_EXACT.multiply(number.value, scale), bounds):
         flags = (*flags, "implausible")
     return Observation(
         code=metric.loinc,

@@ -55,10 +55,13 @@ _METRICS = (
     _M("body_temperature", "8310-5", 150364, "Body temperature", (Unit.CEL, Unit.DEGF), _V,
        "MDC_TEMP_BODY"),
     # Spirometry and peak flow (LOINC: FEV1, FVC, peak expiratory flow by peak flow meter).
-    # No MDC code is given until one is verified against the 11073-10101 nomenclature.
-    _M("fev1", "20150-9", None, "FEV1", (Unit.L,), False, None),
-    _M("fvc", "19868-9", None, "FVC", (Unit.L,), False, None),
-    _M("pef", "19935-6", None, "Peak expiratory flow", (Unit.L_PER_MIN,), False, None),
+    # MDC 152584 is in the HL7 FHIR core example observation-example-spirometry; 152586 and
+    # 188928 come from public IEEE 11073-10101 term tables (partition 2, terms 21514 and
+    # 57856) and the 11073-10421 peak flow profile; not yet checked against RTMMS.
+    _M("fev1", "20150-9", 152586, "FEV1", (Unit.L,), False, "MDC_VOL_AWAY_EXP_FORCED_1S"),
+    _M("fvc", "19868-9", 188928, "FVC", (Unit.L,), False, "MDC_VOL_AWAY_EXP_FORCED_CAPACITY"),
+    _M("pef", "19935-6", 152584, "Peak expiratory flow", (Unit.L_PER_MIN,), False,
+       "MDC_FLOW_AWAY_EXP_FORCED_PEAK"),
     # Body Composition Measurement (0x2A9C). LOINC 41982-0 "Percentage of body fat Measured"
     # [src: public FHIR profiles and HealthKit-to-LOINC maps; the LOINC table itself not read].
     # MDC_BODY_FAT is SCADA term 57676 (signove/antidote@3a316ac6 src/dim/nomenclature.h), so

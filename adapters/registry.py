@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from adapters import ble_bpm
+from adapters import (
+    ble_battery,
+    ble_body_composition,
+    ble_bpm,
+    ble_date_time,
+    ble_glucose,
+    ble_glucose_context,
+    ble_icp,
+    ble_plx,
+    ble_temperature,
+    ble_weight,
+    dc09,
+    dispenser,
+    lock,
+    scaip,
+    spirometer,
+    status,
+)
 from adapters.errors import UnknownChannelError
 from adapters.model import DecodeContext, Record
 
@@ -24,6 +41,22 @@ def _as_adapter(decoder: Callable[[bytes, DecodeContext], Sequence[Record]]) -> 
 
 ADAPTERS: dict[str, Adapter] = {
     ble_bpm.CHANNEL: _as_adapter(ble_bpm.decode),
+    ble_icp.CHANNEL: _as_adapter(ble_icp.decode),
+    ble_weight.CHANNEL: _as_adapter(ble_weight.decode),
+    ble_body_composition.CHANNEL: _as_adapter(ble_body_composition.decode),
+    ble_plx.CHANNEL_SPOT_CHECK: _as_adapter(ble_plx.decode_spot_check),
+    ble_plx.CHANNEL_CONTINUOUS: _as_adapter(ble_plx.decode_continuous),
+    ble_glucose.CHANNEL: _as_adapter(ble_glucose.decode),
+    ble_glucose_context.CHANNEL: _as_adapter(ble_glucose_context.decode),
+    ble_temperature.CHANNEL: _as_adapter(ble_temperature.decode),
+    ble_battery.CHANNEL: _as_adapter(ble_battery.decode),
+    ble_date_time.CHANNEL: _as_adapter(ble_date_time.decode),
+    spirometer.CHANNEL: _as_adapter(spirometer.decode),
+    dispenser.CHANNEL: _as_adapter(dispenser.decode),
+    lock.CHANNEL: _as_adapter(lock.decode),
+    status.CHANNEL: _as_adapter(status.decode),
+    scaip.CHANNEL: _as_adapter(scaip.decode),
+    dc09.CHANNEL: _as_adapter(dc09.decode),
 }
 
 

@@ -95,12 +95,21 @@ class Planner:
             self._saw(plan, verdict, message)
             for record in records:
                 self._add(plan, record, message, topic, verdict)
-            if topic.channel in REPLIES:
-                command, build = REPLIES[topic.channel]
-                plan.outbound.append(Outbound(down_topic(topic.client_id, command),
-                                              build(message.payload)))
+            self._answer(plan, message, topic, None)
+        for message, dead_topic, rejected in plan.dead:
+            if dead_topic is not None:
+                self._answer(plan, message, dead_topic, rejected.reason)
         self._replays(plan)
         return plan
+
+    @staticmethod
+    def _answer(plan: Plan, message: Incoming, topic: UpTopic, rejected: str | None) -> None:
+        if topic.channel not in REPLIES:
+            return
+        command, answer = REPLIES[topic.channel]
+        body = answer(message.payload, rejected)
+        if body is not None:
+            plan.outbound.append(Outbound(down_topic(topic.client_id, command), body))
 
     def _decode(self, plan: Plan, message: Incoming, topic: UpTopic,
                 verdict: Resolved) -> list[Record] | None:
