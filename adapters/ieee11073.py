@@ -94,9 +94,18 @@ def _from_word(word: int, fmt: _Format) -> MedFloat:
     return MedFloat(Decimal(mantissa).scaleb(exponent, _EXACT))
 
 
+# Every SFLOAT word decodes the same way every time, and MedFloat is immutable: decode each of
+# the 65,536 words once and reuse it (the hot path of every GATT adapter).
+_SFLOAT_CACHE: dict[int, MedFloat] = {}
+
+
 def sfloat_from_word(word: int) -> MedFloat:
     """Decode a 16-bit SFLOAT word (already assembled from its little-endian bytes)."""
-    return _from_word(word & 0xFFFF, _SFLOAT)
+    word &= 0xFFFF
+    cached = _SFLOAT_CACHE.get(word)
+    if cached is None:
+        cached = _SFLOAT_CACHE[word] = _from_word(word, _SFLOAT)
+    return cached
 
 
 def float_from_word(word: int) -> MedFloat:
@@ -116,7 +125,10 @@ def _read(data: bytes, offset: int, channel: str, fmt: _Format) -> MedFloat:
 
 def read_sfloat(data: bytes, offset: int, channel: str) -> MedFloat:
     """Read a little-endian SFLOAT at ``offset``; DecodeError naming ``channel`` if truncated."""
-    return _read(data, offset, channel, _SFLOAT)
+    if offset < 0 or offset + 2 > len(data):
+        raise DecodeError(
+            channel, f"SFLOAT at offset {offset} needs 2 bytes; payload has {len(data)}")
+    return sfloat_from_word(data[offset] | data[offset + 1] << 8)
 
 
 def read_float(data: bytes, offset: int, channel: str) -> MedFloat:

@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from pathlib import Path
@@ -35,8 +36,10 @@ from adapters import (
 from adapters.errors import DecodeError
 from adapters.model import DEFAULT_ZONE, DecodeContext
 from adapters.registry import ADAPTERS, Adapter
-from simulators import bpm
+from simulators import bpm, documents
+from simulators import dc09 as dc09_sim
 from simulators import gatt as sim
+from simulators import scaip as scaip_sim
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +90,32 @@ def sample_payloads(
                 (at + timedelta(seconds=rng.randint(-90, 90))).astimezone(zone)
                 .replace(tzinfo=None))),
         }
+        samples.update(_documents_and_alarms(i, at, d))
         for channel, payload in samples.items():
             out.setdefault(channel, []).append(payload)
     return out
+
+
+def _documents_and_alarms(i: int, at: datetime,
+                          d: Callable[..., Decimal]) -> dict[str, bytes]:
+    """Payloads of the JSON documents, SCAIP and DC-09 channels, as the simulators send them."""
+    frame_at = at.astimezone(UTC)
+    return {
+        "spirometer": documents.spirometry(at, fev1=d(150, 400, 2), fvc=d(200, 500, 2),
+                                           pef=d(200, 600), quality="A", manoeuvres=3, seq=i),
+        "dispenser": documents.dispenser_event(
+            "dose_taken", at, dose=documents.Dose(f"D-{i}", at, compartment=1 + i % 28),
+            remaining_doses=28 - i % 28, confirmation="button", seq=i),
+        "lock": documents.lock_event("unlocked", at, method="app", credential=f"STAFF-{i}",
+                                     battery_percent=80, seq=i),
+        "status": documents.device_status(at, battery_percent=70, rssi_dbm=-60,
+                                          firmware="2.4.1", uptime_s=3600 * i, seq=i),
+        "scaip": scaip_sim.alarm(f"{i:012d}", "8031372", 3) if i % 2 else scaip_sim.heartbeat(
+            f"{i:012d}", "8031372"),
+        "dc09": dc09_sim.encode_frame("SIA-DCS", i % 10000, "1234AB",
+                                      dc09_sim.sia_data("1234AB", "MA", f"{i % 100:03d}"),
+                                      timestamp=frame_at),
+    }
 
 
 def _rate(adapter: Adapter, payloads: list[bytes], ctx: DecodeContext, seconds: float) -> float:

@@ -149,6 +149,27 @@ def profiles_list() -> None:
         click.echo(dumps(profile.model_dump(mode="json")))
 
 
+@main.group("bench")
+def bench_group() -> None:
+    """Benchmarks; each writes its figures to a file."""
+
+
+@bench_group.command("decode")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/decode.json"), show_default=True)
+@click.option("--seconds", type=click.FloatRange(0.05, 60), default=2.0, show_default=True,
+              help="Time spent on each adapter.")
+def bench_decode(out: Path, seconds: float) -> None:
+    """Payloads per second per adapter on one core."""
+    from gateway.bench import run_decode_bench
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rates = run_decode_bench(out, seconds_per_adapter=seconds)
+    for channel, rate in sorted(rates.items()):
+        click.echo(f"{channel:12} {rate:>12,.0f} payloads/s")
+    click.echo(f"written to {out}")
+
+
 @main.group("db")
 def db_group() -> None:
     """The database schema."""

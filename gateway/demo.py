@@ -58,11 +58,11 @@ def seed(conn: psycopg.Connection[Any], secret: bytes, home: Path) -> list[DemoH
         return saved
     hubs = []
     for principal, basis, patients in FLEET:
-        hub = service.onboard_device(conn, principal=principal, model="demo-hub",
+        hub = service.onboard_device(conn, principal=principal, model="sim-hub",
                                      serial=f"hub-{principal}-{_token()}", actor=ACTOR)
         cuffs = []
         for patient in patients:
-            cuff = service.onboard_device(conn, principal=principal, model="demo-bpm",
+            cuff = service.onboard_device(conn, principal=principal, model="sim-bpm",
                                           serial=f"bpm-{principal}-{_token()}", actor=ACTOR)
             service.pair(conn, peripheral_id=cuff["device_id"], hub_id=hub["device_id"],
                          actor=ACTOR)

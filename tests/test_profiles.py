@@ -26,12 +26,19 @@ def test_every_shipped_profile_is_valid() -> None:
     assert sorted(profiles.by_model()) == profiles.names()
 
 
+def test_at_least_ten_profiles_cover_every_device_class() -> None:
+    shipped = profiles.by_model().values()
+    assert len(profiles.names()) >= 10
+    assert {p.device_class for p in shipped} == set(profiles.DeviceClass)
+
+
 def test_the_demo_cuff_profile() -> None:
-    cuff = profiles.load("demo-bpm")
+    cuff = profiles.load("sim-bpm")
     assert (cuff.device_class, cuff.zone, cuff.clock) == (
         profiles.DeviceClass.BLOOD_PRESSURE_MONITOR, "Europe/Stockholm", "local")
-    assert cuff.reporting_interval == timedelta(hours=24)
+    assert cuff.reporting_interval == timedelta(days=1)
     assert cuff.firmware_is_secure("1.1.0")
+    assert cuff.firmware_is_secure("1.2.0")
     assert not cuff.firmware_is_secure("1.0.0")
 
 
@@ -58,22 +65,22 @@ def test_an_unknown_profile_is_named() -> None:
 def test_profiles_check_command_lists_valid_profiles() -> None:
     result = CliRunner().invoke(main, ["profiles", "check"])
     assert result.exit_code == 0, result.output
-    assert "demo-bpm" in result.output
+    assert "sim-bpm" in result.output
 
 
 def test_decode_uses_the_profile_zone_unless_told_otherwise() -> None:
     runner = CliRunner()
-    by_profile = runner.invoke(main, ["decode", "--profile", "demo-bpm", "ble/2a35", VECTOR])
-    by_flag = runner.invoke(main, ["decode", "--profile", "demo-bpm", "--zone", "UTC",
+    by_profile = runner.invoke(main, ["decode", "--profile", "sim-bpm", "ble/2a35", VECTOR])
+    by_flag = runner.invoke(main, ["decode", "--profile", "sim-bpm", "--zone", "UTC",
                                    "ble/2a35", VECTOR])
     assert '"measured_at":"2020-11-22T09:00:00Z"' in by_profile.output
     assert '"measured_at":"2020-11-22T10:00:00Z"' in by_flag.output
 
 
 def test_decode_refuses_a_channel_the_profile_lacks() -> None:
-    result = CliRunner().invoke(main, ["decode", "--profile", "demo-bpm", "ble/2a9d", "00"])
+    result = CliRunner().invoke(main, ["decode", "--profile", "sim-bpm", "ble/2a9d", "00"])
     assert result.exit_code == 2
-    assert result.output.startswith("aidlink: channel 'ble/2a9d' is not one of profile demo-bpm")
+    assert result.output.startswith("aidlink: channel 'ble/2a9d' is not one of profile sim-bpm")
 
 
 def test_profiles_ship_with_the_package() -> None:
