@@ -170,6 +170,20 @@ def bench_decode(out: Path, seconds: float) -> None:
     click.echo(f"written to {out}")
 
 
+@bench_group.command("alarm")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/alarm.json"), show_default=True)
+@click.option("--count", type=click.IntRange(10, 100_000), default=200, show_default=True)
+def bench_alarm(out: Path, count: int) -> None:
+    """SCAIP alarm to stored and answered, on throwaway PostgreSQL and Mosquitto."""
+    from gateway.bench_alarm import run_alarm_bench
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figures = run_alarm_bench(out, count=count)
+    click.echo(dumps(figures))
+    click.echo(f"written to {out}")
+
+
 @main.group("db")
 def db_group() -> None:
     """The database schema."""

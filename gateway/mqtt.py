@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -53,8 +55,19 @@ def new_client(client_id: str, *, protocol: int, persistent: bool = False) -> mq
     """A paho client with the v2 callback API; ``persistent`` keeps the session (3.1.1)."""
     proto = protocol_of(protocol)
     if proto == mqtt.MQTTv5:
-        return mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
-    return mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto,
-        clean_session=not persistent,
-    )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto,
+            clean_session=not persistent,
+        )
+    client.on_socket_open = _no_delay
+    return client
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    # MQTT packets are small and often written back to back (a reply, then a PUBACK). With
+    # Nagle's algorithm the second waits for the peer's delayed ACK, some 40 ms on Linux:
+    # longer than an alarm may take end to end. paho leaves Nagle on, so turn it off here.
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
