@@ -332,24 +332,70 @@ def token_cmd(ctx: click.Context, principal: str, role: str, subject: str | None
 
 
 @main.command("simulate")
-@click.option("--hub", "hub_id", required=True, help="The hub's client id.")
+@click.option("--scenario", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="Run a scenario file (see simulators/scenarios/).")
+@click.option("--id", "ids", multiple=True, metavar="NAME=DEVICE",
+              help="Fill a ${NAME} placeholder of the scenario with a registered id.")
+@click.option("--dc09", default=None, metavar="HOST:PORT",
+              help="DC-09 receiver for the scenario's alarm units.")
+@click.option("--hub", "hub_id", default=None, help="The hub's client id (without --scenario).")
 @click.option("--device", "devices", multiple=True, help="Peripheral ids (default: the hub).")
 @click.option("--count", type=click.IntRange(0), default=1, show_default=True,
               help="Rounds to publish (0 = until interrupted).")
 @click.option("--interval", type=click.FloatRange(0), default=5.0, show_default=True)
 @click.option("--seed", type=int, default=1)
 @click.pass_context
-def simulate_cmd(ctx: click.Context, hub_id: str, devices: tuple[str, ...], count: int,
+def simulate_cmd(ctx: click.Context, scenario: Path | None, ids: tuple[str, ...],
+                 dc09: str | None, hub_id: str | None, devices: tuple[str, ...], count: int,
                  interval: float, seed: int) -> None:
-    """Run blood pressure monitors behind a hub, publishing genuine 0x2A35 values."""
+    """Run simulated devices: a scenario file, or blood pressure cuffs behind one hub."""
+    settings = _settings(ctx)
+    try:
+        broker = mqtt_url(settings)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    if scenario is not None:
+        _run_scenario(scenario, broker, settings.mqtt_protocol, ids, dc09)
+        return
+    if hub_id is None:
+        _fail("give --scenario FILE, or --hub CLIENT for simulated cuffs")
+    _run_cuffs(broker, settings.mqtt_protocol, hub_id, devices, count, interval, seed)
+
+
+def _run_scenario(path: Path, broker: str, protocol: int, ids: tuple[str, ...],
+                  dc09: str | None) -> None:
+    from simulators.scenario import ScenarioError, run_file
+
+    mapping = {}
+    for item in ids:
+        name, equals, value = item.partition("=")
+        if not equals or not name or not value:
+            _fail(f"--id {item!r} must look like NAME=DEVICE", 2)
+        mapping[name] = value
+    receiver = None
+    if dc09 is not None:
+        host, colon, port = dc09.rpartition(":")
+        if not colon or not port.isdigit():
+            _fail(f"--dc09 {dc09!r} must look like HOST:PORT", 2)
+        receiver = (host, int(port))
+    try:
+        report = run_file(path, mqtt_url=broker, protocol=protocol, dc09=receiver, ids=mapping)
+    except ScenarioError as exc:
+        _fail(str(exc), 2)
+    except (OSError, MqttUrlError) as exc:
+        _fail(f"scenario {path}: {exc}")
+    click.echo(dumps(report.to_json()))
+
+
+def _run_cuffs(broker: str, protocol: int, hub_id: str, devices: tuple[str, ...], count: int,
+               interval: float, seed: int) -> None:
     from simulators.bpm import payload_source
     from simulators.hub import Hub, HubError, run_fleet
 
-    settings = _settings(ctx)
     try:
-        hub = Hub(mqtt_url(settings), hub_id, protocol=settings.mqtt_protocol)
+        hub = Hub(broker, hub_id, protocol=protocol)
         hub.connect()
-    except (ConfigurationError, MqttUrlError, HubError, OSError) as exc:
+    except (MqttUrlError, HubError, OSError) as exc:
         _fail(str(exc))
     fleet = [(device_id, payload_source(seed + index))
              for index, device_id in enumerate(devices or (hub_id,))]

@@ -1,7 +1,10 @@
 """A hub (a phone or home gateway) that forwards its paired peripherals' values over MQTT.
 
 It publishes with QoS 1 on ``aidlink/v1/{hub}/{device}/{channel}``; over MQTT 5 it adds the
-``received-at`` and ``seq`` user properties as real hubs do.
+``received-at`` and ``seq`` user properties as real hubs do (``received-at`` is the moment the
+hub got the value: now, or a simulated moment). Given ``on_command`` it subscribes to its down
+topics ``aidlink/v1/{hub}/down/#`` and hands each command and payload to it, on the MQTT
+network thread: the handler must not block or publish and wait.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ class Hub:
     """One MQTT identity publishing for itself and its peripherals."""
 
     def __init__(self, mqtt_url: str, client_id: str, *, protocol: int = 5,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 on_command: Callable[[str, bytes], None] | None = None) -> None:
         self.client_id = client_id
+        self._down = f"aidlink/v1/{client_id}/down/"
+        self._on_command = on_command
         self._protocol = protocol
         self._target = parse_mqtt_url(mqtt_url)
         self._client = new_client(client_id, protocol=protocol)
@@ -40,11 +46,20 @@ class Hub:
         self._connected = threading.Event()
         self._seq = 0
         self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                     properties: Any) -> None:
-        if not reason_code.is_failure:
-            self._connected.set()
+        if reason_code.is_failure:
+            return
+        if self._on_command is not None:
+            # Subscribed on every connect, so a reconnect without a session keeps commands.
+            client.subscribe(self._down + "#", qos=1)
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_command is not None and message.topic.startswith(self._down):
+            self._on_command(message.topic[len(self._down):], bytes(message.payload))
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect and wait for the broker's answer."""
@@ -56,14 +71,15 @@ class Hub:
                            f"{self._target.host}:{self._target.port}")
 
     def publish(self, device_id: str, channel: str, payload: bytes,
-                timeout: float = 10.0) -> None:
+                timeout: float = 10.0, *, received_at: datetime | None = None) -> None:
         """Publish one value with QoS 1 and wait until the broker has it."""
         self._seq += 1
         props = None
         if self._protocol == 5:
+            got = (received_at or datetime.now(UTC)).astimezone(UTC)
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.UserProperty = [
-                ("received-at", datetime.now(UTC).isoformat().replace("+00:00", "Z")),
+                ("received-at", got.isoformat().replace("+00:00", "Z")),
                 ("seq", str(self._seq)),
             ]
         topic = f"aidlink/v1/{self.client_id}/{device_id}/{channel}"

@@ -208,9 +208,10 @@ def test_db_migrate_applies_every_migration_then_none(database_url: str,
     first = one(run(env, "db", "migrate"))
     assert first == {"applied": ["0001_registry.sql", "0002_readings.sql",
                                  "0003_observations.sql",
-                                 "0004_device_time_and_supervision.sql"]}
+                                 "0004_device_time_and_supervision.sql",
+                                 "0005_event_identity.sql"]}
     assert one(run(env, "db", "migrate")) == {"applied": []}
-    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 4
+    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 5
 
 
 # --- principal -------------------------------------------------------------------------------

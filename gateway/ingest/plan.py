@@ -152,7 +152,7 @@ class Planner:
             plan.events.append((
                 at, topic.device_id, principal, self._registry.patient_at(topic.device_id, at),
                 record.type, Jsonb(record.data, dumps=dumps), topic.channel,
-                record.occurred_at is not None, message.received_at,
+                record.occurred_at is not None, message.received_at, event_ref(record),
             ))
             return
         offset = None
@@ -179,10 +179,13 @@ class Planner:
         now = max(plan.seen.values(), default=None)
         for (device_id, channel), seen in plan.records.items():
             known = self._registry.sequences.get((device_id, channel))
-            top = max(seen.numbers)
-            ask_after = None
-            if known is not None and min(n for n in seen.numbers) > known.last + 1:
-                ask_after = known.last
+            numbers = set(seen.numbers)
+            top = max(numbers)
+            # Records above the last one stored must come without holes; the first hole
+            # (between batches or inside this one) is where the hub must fetch from.
+            floor = known.last if known is not None else min(numbers) - 1
+            missing = next((n for n in range(floor + 1, top) if n not in numbers), None)
+            ask_after = None if missing is None else missing - 1
             requested = known.requested_after if known else None
             requested_at = known.requested_at if known else None
             if ask_after is not None and now is not None and not (
@@ -197,6 +200,15 @@ class Planner:
             for (dev, channel), known in self._registry.sequences.items():
                 if dev == device_id and (dev, channel) not in plan.records:
                     plan.outbound.append(_fetch(client_id, dev, channel, known.last))
+
+
+def event_ref(event: Event) -> str:
+    """The device's own identity of an event (SCAIP ref, DC-09 or document sequence)."""
+    for key in ("ref", "sequence", "seq"):
+        value = event.data.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+    return ""
 
 
 def _fetch(client_id: str, device_id: str, channel: str, after: int) -> Outbound:

@@ -34,7 +34,7 @@ _OBS_COLUMNS = (
 )
 _EVENT_COLUMNS = (
     "occurred_at", "device_id", "principal_code", "patient_key", "type", "data", "channel",
-    "device_time", "received_at",
+    "device_time", "received_at", "ref",
 )
 _STAGE = "observations_stage"
 
@@ -153,7 +153,7 @@ class BatchStore:
                 (sorted(plan.came_back),)).fetchall())
         return [
             (at, device_id, principals[device_id], None, "device.online",
-             Jsonb({"after": "offline"}), "supervision", False, at)
+             Jsonb({"after": "offline"}), "supervision", False, at, "")
             for device_id, (_, at) in sorted(plan.came_back.items())
         ]
 
@@ -203,7 +203,8 @@ class BatchStore:
         with self._conn.cursor() as cur:
             for row in rows:
                 cur.execute(
-                    f"INSERT INTO events ({columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    f"INSERT INTO events ({columns})"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT DO NOTHING",
                     row,
                 )
