@@ -27,7 +27,7 @@ from gateway.ingest.device_time import correct, read_clock
 from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
 from gateway.services.postgres import PostgresProcess
 from provisioning import service
-from simulators.devices import build
+from simulators.devices import GlucoseMeter, build
 from simulators.hub import Hub
 from simulators.physiology import Person
 from simulators.scenario import SCENARIOS, Report, run_file
@@ -120,14 +120,14 @@ def _register(url: str) -> dict[str, str]:
         for hub in HUBS:
             ids[hub] = service.onboard_device(conn, principal="20", model="sim-hub",
                                               serial=hub, actor="test")["device_id"]
-        for placeholder, (_, model, hub) in DEVICES.items():
+        for placeholder, (_, model, hub_name) in DEVICES.items():
             account = DC09_ACCOUNT if placeholder == "dc09_unit" else None
             device = service.onboard_device(conn, principal="20", model=model,
                                             serial=placeholder, actor="test",
                                             alarm_account=account)
             ids[placeholder] = device["device_id"]
-            if hub is not None:
-                service.pair(conn, peripheral_id=device["device_id"], hub_id=ids[hub],
+            if hub_name is not None:
+                service.pair(conn, peripheral_id=device["device_id"], hub_id=ids[hub_name],
                              actor="test")
             service.assign(conn, SECRET, device_id=device["device_id"],
                            patient=f"patient-{placeholder.replace('_', '-')}", basis="HSL",
@@ -166,7 +166,7 @@ def _stored_keys(url: str) -> set[tuple[str, str, datetime]]:
         observations = conn.execute("SELECT device_id, code, ts FROM observations").fetchall()
         events = conn.execute("SELECT device_id, type, occurred_at FROM events"
                               " WHERE device_time").fetchall()
-    return {tuple(row) for row in observations + events}  # type: ignore[misc]
+    return {(str(d), str(k), t) for d, k, t in observations + events}
 
 
 def _dead_letters(url: str) -> int:
@@ -249,8 +249,9 @@ def test_a_glucose_meter_replays_the_records_the_gateway_missed(
     ids = _register(database_url)
     hub_id, meter_id = ids["hub_astrid"], ids["glucose_meter"]
     start = datetime(2024, 5, 6, 6, 0, tzinfo=ZONE)
-    meter = build("glucose_meter", meter_id, start=start, seed=5, person=Person(seed=5,
-                                                                                start=start))
+    meter = build("glucose_meter", meter_id, start=start, seed=5,
+                  person=Person(seed=5, start=start))
+    assert isinstance(meter, GlucoseMeter)
     readings = [meter.measurements(start + timedelta(hours=n)) for n in range(6)]
     served: list[int] = []
 
@@ -261,8 +262,7 @@ def test_a_glucose_meter_replays_the_records_the_gateway_missed(
             return
         after = json.loads(payload)["after"]
         served.append(after)
-        threading.Thread(target=lambda: [hub.publish(meter_id, channel, body) for
-                                         channel, body in meter.records_after(after)]).start()
+        threading.Thread(target=_replay, args=(hub, meter, meter_id, after)).start()
 
     with running_gateway(database_url, mosquitto.url):
         hub = Hub(mosquitto.url, hub_id, on_command=on_command)
@@ -280,6 +280,11 @@ def test_a_glucose_meter_replays_the_records_the_gateway_missed(
             hub.close()
     assert served == [3]
     assert _sequences(database_url, meter_id) == [1, 2, 3, 4, 5, 6]
+
+
+def _replay(hub: Hub, meter: GlucoseMeter, meter_id: str, after: int) -> None:
+    for channel, body in meter.records_after(after):
+        hub.publish(meter_id, channel, body)
 
 
 def _sequences(url: str, device: str) -> list[int]:
