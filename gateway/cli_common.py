@@ -1,0 +1,53 @@
+"""Helpers shared by the command-line modules: errors, settings, the database."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+import psycopg
+
+from gateway.settings import ConfigurationError, Settings, database_url
+from provisioning.errors import ProvisioningError
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``aidlink: message`` on stderr and exit with ``code``."""
+    click.echo(f"aidlink: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings the main group built."""
+    settings: Settings = ctx.ensure_object(dict)["settings"]
+    return settings
+
+
+def actor() -> str:
+    """Who runs this command, for device histories."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+@contextmanager
+def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A database connection; any failure ends the command with a message naming it."""
+    try:
+        url = database_url(settings)
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            yield conn
+    except ConfigurationError as exc:
+        fail(str(exc))
+    except ProvisioningError as exc:
+        fail(str(exc))
+    except psycopg.errors.UndefinedTable as exc:
+        fail(f"database has no aidlink schema ({exc.diag.message_primary}); "
+              "run `aidlink db migrate`")
+    except psycopg.OperationalError as exc:
+        fail(f"database: {str(exc).strip().splitlines()[0]}")

@@ -1,0 +1,119 @@
+"""``aidlink principal …`` and ``aidlink device …``: the technicians' commands."""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from pathlib import Path
+
+import click
+
+from adapters.model import dumps
+from gateway.cli_common import actor, connect, settings_of
+from gateway.settings import ConfigurationError, mqtt_url, server_secret
+from provisioning import service
+
+
+@click.group("principal")
+def principal_group() -> None:
+    """Regions and municipalities (huvudmän)."""
+
+
+@principal_group.command("add")
+@click.argument("code")
+@click.option("--name", required=True)
+@click.option("--device-auth", type=click.Choice(service.DEVICE_AUTH), default="mtls",
+              show_default=True, help="How devices of this principal authenticate.")
+@click.pass_context
+def principal_add(ctx: click.Context, code: str, name: str, device_auth: str) -> None:
+    """Register a principal by its SCB code."""
+    with connect(settings_of(ctx)) as conn:
+        row = service.add_principal(conn, code, name, device_auth)
+        conn.commit()
+    click.echo(dumps(row))
+
+
+@principal_group.command("list")
+@click.pass_context
+def principal_list(ctx: click.Context) -> None:
+    """List principals as JSON lines."""
+    with connect(settings_of(ctx)) as conn:
+        for row in service.list_principals(conn):
+            click.echo(dumps(row))
+
+
+@click.group("device")
+def device_group() -> None:
+    """Devices: onboard, pair, assign, history."""
+
+
+@device_group.command("onboard")
+@click.option("--principal", required=True)
+@click.option("--model", required=True)
+@click.option("--serial", required=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the provisioning bundle (bundle.json) here.")
+@click.option("--alarm-account", default=None, help="SIA DC-09 account of an alarm unit.")
+@click.option("--firmware", default=None, help="Firmware version installed.")
+@click.pass_context
+def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
+                   out: Path | None, alarm_account: str | None, firmware: str | None) -> None:
+    """Onboard one device for a principal; prints its id and credentials as JSON."""
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
+                                     actor=actor(), alarm_account=alarm_account,
+                                     firmware_version=firmware)
+        conn.commit()
+    with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
+        row["mqtt_url"] = mqtt_url(settings)
+    text = dumps(row)
+    if out is not None:
+        _write_private(out / "bundle.json", text + "\n")
+    click.echo(text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from the first byte on (it holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+@device_group.command("pair")
+@click.argument("peripheral")
+@click.option("--hub", required=True, help="The hub's device id.")
+@click.pass_context
+def device_pair(ctx: click.Context, peripheral: str, hub: str) -> None:
+    """Pair a peripheral with the hub that forwards its values."""
+    with connect(settings_of(ctx)) as conn:
+        row = service.pair(conn, peripheral_id=peripheral, hub_id=hub, actor=actor())
+    click.echo(dumps(row))
+
+
+@device_group.command("assign")
+@click.argument("device")
+@click.option("--patient", required=True, help="The patient reference (stored pseudonymised).")
+@click.option("--basis", type=click.Choice(service.BASES), required=True)
+@click.option("--unit", "prescribing_unit", default=None, help="Prescribing unit.")
+@click.pass_context
+def device_assign(ctx: click.Context, device: str, patient: str, basis: str,
+                  prescribing_unit: str | None) -> None:
+    """Assign a device in stock to a patient under HSL or SoL."""
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        row = service.assign(conn, server_secret(settings), device_id=device, patient=patient,
+                             basis=basis, actor=actor(), prescribing_unit=prescribing_unit)
+    click.echo(dumps(row))
+
+
+@device_group.command("history")
+@click.argument("device")
+@click.pass_context
+def device_history(ctx: click.Context, device: str) -> None:
+    """A device's life as JSON lines, oldest first."""
+    with connect(settings_of(ctx)) as conn:
+        for row in service.history(conn, device):
+            click.echo(dumps(row))
