@@ -17,7 +17,7 @@ import click
 import psycopg
 import uvicorn
 
-from gateway import db, demo
+from gateway import db, demo, demo_week
 from gateway.api.app import create_app
 from gateway.auth import Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
@@ -165,6 +165,7 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
         if hubs:
             demo.run(hubs, broker_url, protocol, stop, interval=demo_interval)
             stack.callback(stop.set)
+            _every_class_week(settings, database_url, secret, broker_url, protocol)
             _print_demo(secret, settings, api_url, broker_url, hubs)
         app = create_app(database_url=database_url, secret=secret,
                          gateway_health=gateway.health)
@@ -173,6 +174,21 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")
         server.run()
         _say("stopping aidlink")
+
+
+def _every_class_week(settings: Settings, database_url: str, secret: bytes, broker_url: str,
+                      protocol: int) -> None:
+    """On the first demo start: one device of every class and a simulated week of data."""
+    marker = settings.home / "demo-week.json"
+    if marker.exists():
+        return
+    with psycopg.connect(database_url) as conn:
+        ids = demo_week.register(conn, secret)
+    marker.write_text(json.dumps(ids))
+    receiver = ("127.0.0.1", settings.dc09_port) if settings.dc09_port else None
+    demo_week.replay_week(ids, broker_url, protocol, receiver)
+    _say("replaying a simulated week of every device class (patients demo-astrid, "
+         "demo-bertil, demo-social-alarm, …)")
 
 
 def _print_demo(secret: bytes, settings: Settings, api_url: str, broker_url: str,

@@ -107,6 +107,11 @@ def test_up_demo_serves_readings_takes_a_new_device_and_restarts_on_its_data(hom
         demo = wait_for(lambda: up.get("/fhir/r4/Observation?subject=Patient/demo-patient-1",
                                         token).get("entry"), timeout=30, what="demo readings")
         assert demo[0]["resource"]["subject"] == {"reference": "Patient/demo-patient-1"}
+        # The first demo start also replays a simulated week of every device class.
+        for code in ("29463-7", "2708-6", "15074-8", "8310-5"):
+            wait_for(lambda c=code: up.get(  # type: ignore[misc]
+                f"/fhir/r4/Observation?subject=Patient/demo-astrid&code=http://loinc.org|{c}"
+                "&_count=1", token).get("entry"), timeout=60, what=f"demo week {code}")
         # A technician onboards a cuff while the system runs; the cuff publishes by itself.
         device = json.loads(_cli(home, "device", "onboard", "--principal", "20",
                                  "--model", "test-cuff", "--serial", "T-1"))
