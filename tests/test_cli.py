@@ -206,12 +206,14 @@ def test_db_migrate_applies_every_migration_then_none(database_url: str,
                                                       tmp_path: Path) -> None:
     env = environment(tmp_path, database_url)
     first = one(run(env, "db", "migrate"))
-    assert first == {"applied": ["0001_registry.sql", "0002_readings.sql",
-                                 "0003_observations.sql",
-                                 "0004_device_time_and_supervision.sql",
-                                 "0005_event_identity.sql"]}
+    assert first == {"applied": db.migration_names()}
+    assert first["applied"][:5] == ["0001_registry.sql", "0002_readings.sql",
+                                    "0003_observations.sql",
+                                    "0004_device_time_and_supervision.sql",
+                                    "0005_event_identity.sql"]
     assert one(run(env, "db", "migrate")) == {"applied": []}
-    assert count(database_url, "SELECT count(*) FROM schema_migrations") == 5
+    assert count(database_url, "SELECT count(*) FROM schema_migrations") == len(
+        db.migration_names())
 
 
 # --- principal -------------------------------------------------------------------------------
