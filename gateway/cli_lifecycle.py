@@ -13,8 +13,8 @@ from adapters.model import dumps
 from gateway.cli_common import actor, connect, fail, settings_of
 from gateway.cli_provisioning import device_group
 from gateway.mqtt import new_client, parse_mqtt_url
-from gateway.settings import ConfigurationError, Settings, mqtt_url
-from provisioning import licences, lifecycle, reports
+from gateway.settings import ConfigurationError, Settings, ca_passphrase, mqtt_url
+from provisioning import licences, lifecycle, onboarding, reports
 
 
 def _echo_rows(rows: Iterable[dict[str, Any]]) -> None:
@@ -51,8 +51,9 @@ def device_recondition(ctx: click.Context, device: str, reason: str | None,
     if reason is None:
         fail("give --reason to start reconditioning (or --finish to end it)", 2)
     with connect(settings) as conn:
-        wipe = lifecycle.start_reconditioning(conn, device_id=device, actor=actor(),
-                                              reason=reason)
+        wipe = lifecycle.start_reconditioning(
+            conn, device_id=device, actor=actor(), reason=reason,
+            revoke_credentials=_revoker(conn, settings, "superseded"))
     published = _publish(settings, wipe.topic, wipe.payload.encode())
     click.echo(dumps({"device_id": wipe.device_id, "topic": wipe.topic,
                       "payload": wipe.payload, "published": published}))
@@ -86,9 +87,11 @@ def _publish(settings: Settings, topic: str, payload: bytes) -> bool:
 @click.pass_context
 def device_retire(ctx: click.Context, device: str, reason: str) -> None:
     """Take a device out of service for good."""
-    with connect(settings_of(ctx)) as conn:
-        click.echo(dumps(lifecycle.retire(conn, device_id=device, actor=actor(),
-                                          reason=reason)))
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        click.echo(dumps(lifecycle.retire(
+            conn, device_id=device, actor=actor(), reason=reason,
+            revoke_credentials=_revoker(conn, settings, "cessation_of_operation"))))
 
 
 @device_group.command("transfer")
@@ -98,9 +101,29 @@ def device_retire(ctx: click.Context, device: str, reason: str) -> None:
 @click.pass_context
 def device_transfer(ctx: click.Context, device: str, to_principal: str, reason: str) -> None:
     """Move a device in stock to another principal (history stays split by owner)."""
-    with connect(settings_of(ctx)) as conn:
-        click.echo(dumps(lifecycle.transfer(conn, device_id=device, to_principal=to_principal,
-                                            actor=actor(), reason=reason)))
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        click.echo(dumps(lifecycle.transfer(
+            conn, device_id=device, to_principal=to_principal, actor=actor(), reason=reason,
+            revoke_credentials=_revoker(conn, settings, "affiliation_changed"))))
+
+
+@device_group.command("reissue")
+@click.argument("device")
+@click.option("--csr", type=click.File("r"), default=None, help="The device's own CSR (PEM).")
+@click.pass_context
+def device_reissue(ctx: click.Context, device: str, csr: Any) -> None:
+    """New credentials for a device before it is used again."""
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        result = onboarding.reissue(conn, ca_passphrase(settings), device_id=device,
+                                    actor=actor(), csr_pem=None if csr is None else csr.read())
+        conn.commit()
+    click.echo(dumps(result))
+
+
+def _revoker(conn: Any, settings: Settings, reason: str) -> lifecycle.RevokeHook:
+    return onboarding.revoke_hook(conn, ca_passphrase(settings), actor(), reason)
 
 
 @click.group("licence")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import click
 
 from adapters.model import dumps
 from gateway.cli_common import actor, connect, settings_of
-from gateway.settings import ConfigurationError, mqtt_url, server_secret
-from provisioning import service
+from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url, server_secret
+from provisioning import onboarding, service
 
 
 @click.group("principal")
@@ -55,21 +56,29 @@ def device_group() -> None:
               help="Also write the provisioning bundle (bundle.json) here.")
 @click.option("--alarm-account", default=None, help="SIA DC-09 account of an alarm unit.")
 @click.option("--firmware", default=None, help="Firmware version installed.")
+@click.option("--csr", type=click.File("r"), default=None,
+              help="The device's own CSR (PEM): its key is the one certified.")
 @click.pass_context
 def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
-                   out: Path | None, alarm_account: str | None, firmware: str | None) -> None:
+                   out: Path | None, alarm_account: str | None, firmware: str | None,
+                   csr: Any) -> None:
     """Onboard one device for a principal; prints its id and credentials as JSON."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
-        row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
-                                     actor=actor(), alarm_account=alarm_account,
-                                     firmware_version=firmware)
+        row = onboarding.onboard(conn, ca_passphrase(settings), principal=principal,
+                                 model=model, serial=serial, actor=actor(),
+                                 csr_pem=None if csr is None else csr.read(),
+                                 alarm_account=alarm_account, firmware_version=firmware)
         conn.commit()
     with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
         row["mqtt_url"] = mqtt_url(settings)
     text = dumps(row)
     if out is not None:
         _write_private(out / "bundle.json", text + "\n")
+        for field, name in (("certificate_pem", "certificate.pem"),
+                            ("ca_chain_pem", "ca-chain.pem"), ("private_key_pem", "device.key")):
+            if field in row:
+                _write_private(out / name, row[field])
     click.echo(text)
 
 

@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,10 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     home: Path = Path(".aidlink")
     secret: SecretStr | None = None
+    # Encrypts the CA private keys at rest; without it one is derived from the server secret.
+    ca_passphrase: SecretStr | None = None
+    # The gateway's MQTT password on a broker configured by `aidlink broker-config`.
+    mqtt_gateway_password: SecretStr | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     # 1884, not 1883: a system Mosquitto (Debian starts one on install) keeps 1883.
@@ -109,3 +115,17 @@ def server_secret(settings: Settings) -> bytes:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48))
     return path.read_text().strip().encode()
+
+
+def ca_passphrase(settings: Settings) -> bytes:
+    """The passphrase of the CA keys: AIDLINK_CA_PASSPHRASE, else derived from the secret."""
+    if settings.ca_passphrase is not None:
+        value = settings.ca_passphrase.get_secret_value().encode()
+        if len(value) < 16:
+            raise ConfigurationError("AIDLINK_CA_PASSPHRASE must be at least 16 characters")
+        return value
+    # A key of its own, derived one way from the server secret: the secret itself never
+    # doubles as the CA passphrase.
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                   info=b"aidlink ca passphrase v1").derive(server_secret(settings))
+    return derived.hex().encode()

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from provisioning.passwords import hash_password, new_password
 from provisioning.patients import patient_key
+from provisioning.policy import PolicyError, check_device, current_policy
 
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _TEXT = re.compile(r"^[A-Za-z0-9 ._:/+-]{1,64}$")
@@ -92,6 +93,10 @@ def onboard_device(
     if firmware_version is not None:
         _check(_VERSION, firmware_version, "firmware version")
     owner = get_principal(conn, principal)
+    rules = current_policy(conn, principal)
+    refused = check_device(rules, model, firmware_version)
+    if refused:
+        raise PolicyError(f"device {model} {serial} refused: " + "; ".join(refused))
     device_id = "dev-" + secrets.token_hex(6)
     password = new_password() if owner["device_auth"] == "password" else None
     try:

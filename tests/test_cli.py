@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
 
 from adapters.registry import ADAPTERS
 from gateway import db
@@ -291,13 +292,21 @@ def test_onboard_for_password_principal_returns_password_once_and_stores_its_has
     assert not verify_password(password + "x", hashed)
 
 
-def test_onboard_for_mtls_principal_has_no_password(env: dict[str, str | None]) -> None:
+def test_onboard_for_mtls_principal_gets_a_certificate_not_a_password(
+        env: dict[str, str | None], tmp_path: Path) -> None:
     add_principal(env, "2080")
     row = one(run(env, "device", "onboard", "--principal", "2080", "--model", "bpm-a",
-                  "--serial", "0002"))
-    assert row == {"device_id": row["device_id"], "client_id": row["device_id"],
-                   "principal": "2080", "model": "bpm-a", "serial": "0002",
-                   "state": "in_stock"}
+                  "--serial", "0002", "--out", str(tmp_path / "bundle")))
+    assert {k: v for k, v in row.items() if not k.startswith(("certificate", "ca_chain",
+                                                              "private_key"))} == {
+        "device_id": row["device_id"], "client_id": row["device_id"], "principal": "2080",
+        "model": "bpm-a", "serial": "0002", "state": "in_stock"}
+    certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+    cn = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn == row["client_id"]
+    assert row["private_key_pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert (tmp_path / "bundle" / "device.key").read_text() == row["private_key_pem"]
+    assert (tmp_path / "bundle" / "device.key").stat().st_mode & 0o777 == 0o600
     assert "mqtt_password" not in row
     assert count(str(env["AIDLINK_DATABASE_URL"]),
                  "SELECT count(*) FROM devices WHERE mqtt_password_hash IS NOT NULL") == 0
@@ -431,6 +440,10 @@ def test_history_lists_onboarded_paired_assigned_oldest_first(
     assert events == [
         {"device_id": cuff, "action": "onboarded", "actor": who,
          "detail": {"principal": "20", "model": "bpm-a", "serial": "C1"}},
+        # Principal 20's default policy requires mutual TLS: the cuff got a certificate.
+        {"device_id": cuff, "action": "certificate_issued", "actor": who,
+         "detail": {"serial": events[1]["detail"]["serial"], "policy_version": 0,
+                    "server_generated_key": True}},
         {"device_id": cuff, "action": "paired", "actor": who, "detail": {"hub": hub}},
         {"device_id": cuff, "action": "assigned", "actor": who,
          "detail": {"assignment": assignment["assignment_id"], "basis": "HSL",

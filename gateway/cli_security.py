@@ -1,0 +1,154 @@
+"""``aidlink policy …``, ``aidlink broker-config`` and ``aidlink device revoke``: each
+principal's security requirements, and the broker that enforces them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+
+from adapters.model import dumps
+from gateway.cli_common import actor, connect, fail, settings_of
+from gateway.cli_provisioning import device_group
+from gateway.settings import Settings, ca_passphrase
+from provisioning import broker_config, pki, policy
+
+GATEWAY_PASSWORD_FILE = "gateway-mqtt.password"  # noqa: S105 - a file name, not a secret
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Principals' security policies (versioned)."""
+
+
+def _value(text: str) -> Any:
+    """A --set value: JSON where it parses (numbers, lists, objects), else the plain text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@policy_group.command("set")
+@click.argument("principal")
+@click.option("--file", "source", type=click.File("r"), default=None,
+              help="A whole policy document (JSON); - for stdin.")
+@click.option("--set", "changes", multiple=True, metavar="FIELD=VALUE",
+              help="Change one field of the current policy (repeatable).")
+@click.pass_context
+def policy_set(ctx: click.Context, principal: str, source: Any,
+               changes: tuple[str, ...]) -> None:
+    """Store a new version of a principal's policy."""
+    with connect(settings_of(ctx)) as conn:
+        if source is not None:
+            try:
+                document = json.load(source)
+            except ValueError as exc:
+                fail(f"policy file is not JSON: {exc}", 2)
+        else:
+            document = policy.current_policy(conn, principal).document()
+        for change in changes:
+            field, equals, value = change.partition("=")
+            if not equals or not field:
+                fail(f"--set {change!r} must look like FIELD=VALUE", 2)
+            document[field] = _value(value)
+        version = policy.set_policy(conn, principal, document, actor())
+        conn.commit()
+        current = policy.current_policy(conn, principal)
+    click.echo(dumps({"principal": principal, "version": version,
+                      "policy": current.document()}))
+
+
+@policy_group.command("show")
+@click.argument("principal")
+@click.option("--history", is_flag=True, help="Every version, oldest first.")
+@click.pass_context
+def policy_show(ctx: click.Context, principal: str, history: bool) -> None:
+    """The current policy (or its history) as JSON."""
+    with connect(settings_of(ctx)) as conn:
+        if history:
+            for row in policy.policy_history(conn, principal):
+                click.echo(dumps(row))
+            return
+        current = policy.current_policy(conn, principal)
+    click.echo(dumps({"principal": principal, "version": current.version,
+                      "policy": current.document()}))
+
+
+@policy_group.command("check")
+@click.option("--principal", default=None)
+@click.pass_context
+def policy_check(ctx: click.Context, principal: str | None) -> None:
+    """Every device that no longer complies, and why; exit 1 when there is one."""
+    with connect(settings_of(ctx)) as conn:
+        rows = policy.fleet_check(conn, principal)
+    for row in rows:
+        click.echo(dumps(row))
+    if rows:
+        ctx.exit(1)
+
+
+def gateway_password(settings: Settings) -> str:
+    """The gateway's MQTT password: the setting, else one kept under the home (0600)."""
+    if settings.mqtt_gateway_password is not None:
+        return settings.mqtt_gateway_password.get_secret_value()
+    path = settings.home / GATEWAY_PASSWORD_FILE
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+@click.command("broker-config")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--listener-port", type=click.IntRange(1, 65535), default=8883, show_default=True,
+              help="TLS listener requiring client certificates.")
+@click.option("--password-port", type=click.IntRange(1, 65535), default=None,
+              help="TLS listener for password devices and the gateway.")
+@click.option("--plain-port", type=click.IntRange(1, 65535), default=None,
+              help="Loopback listener without TLS for the gateway and local tools.")
+@click.option("--refresh", is_flag=True, help="Only re-sign CRLs and passwords, then reload.")
+@click.option("--pid", type=int, default=None, help="Mosquitto's pid, to send SIGHUP.")
+@click.pass_context
+def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
+                      password_port: int | None, plain_port: int | None, refresh: bool,
+                      pid: int | None) -> None:
+    """Write the Mosquitto configuration: TLS, CA chain and CRLs, ACL and passwords."""
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        if refresh:
+            result = broker_config.refresh_credentials(conn, ca_passphrase(settings), out,
+                                                       broker_pid=pid)
+        else:
+            result = broker_config.write_broker_config(
+                conn, ca_passphrase(settings), out, gateway_password=gateway_password(settings),
+                listener_port=listener_port, password_port=password_port,
+                plain_port=plain_port)
+        conn.commit()
+    click.echo(dumps(result))
+
+
+@device_group.command("revoke")
+@click.argument("device")
+@click.option("--reason", type=click.Choice(pki.REASONS), required=True)
+@click.option("--broker-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The broker-config directory to refresh (CRLs, passwords).")
+@click.option("--pid", type=int, default=None, help="Mosquitto's pid, to send SIGHUP.")
+@click.pass_context
+def device_revoke(ctx: click.Context, device: str, reason: str, broker_dir: Path | None,
+                  pid: int | None) -> None:
+    """Revoke a device's certificates and password; the broker refuses it from now on."""
+    settings = settings_of(ctx)
+    passphrase = ca_passphrase(settings)
+    with connect(settings) as conn:
+        result = pki.revoke(conn, passphrase, device, reason, actor())
+        conn.commit()
+        if broker_dir is not None:
+            result["broker"] = broker_config.refresh_credentials(conn, passphrase, broker_dir,
+                                                                 broker_pid=pid)
+            conn.commit()
+    click.echo(dumps(result))
