@@ -48,6 +48,19 @@ def bench_alarm(out: Path, count: int) -> None:
     click.echo(f"written to {out}")
 
 
+@bench_group.command("provision")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/provision.json"), show_default=True)
+@click.option("--count", type=click.IntRange(10, 100_000), default=500, show_default=True)
+def bench_provision(out: Path, count: int) -> None:
+    """EC P-256 device certificates from CSRs, on a throwaway durable PostgreSQL."""
+    from gateway.bench_provision import run_provision_bench
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(dumps(run_provision_bench(out, count=count)))
+    click.echo(f"written to {out}")
+
+
 @click.command("simulate")
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="Run a scenario file (see simulators/scenarios/).")
