@@ -25,8 +25,22 @@ Deliberate choices:
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 
+from adapters.ble_bp_layout import (
+    EXACT,
+    HAS_PULSE_RATE,
+    HAS_STATUS,
+    HAS_TIME_STAMP,
+    HAS_USER_ID,
+    MANDATORY_LENGTH,
+    MMHG_PER_KPA,
+    UNIT_KPA,
+    UNKNOWN_USER,
+    flag_names,
+    required_length,
+    status_flags,
+)
 from adapters.catalogue import METRICS, Metric
 from adapters.errors import DecodeError
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
@@ -35,67 +49,13 @@ from adapters.model import DecodeContext, Observation, Unit
 
 CHANNEL = "ble/2a35"
 
-_MANDATORY_LENGTH = 7  # flags + 3 SFLOAT
-
-_UNIT_KPA = 0x01
-_HAS_TIME_STAMP = 0x02
-_HAS_PULSE_RATE = 0x04
-_HAS_USER_ID = 0x08
-_HAS_STATUS = 0x10
-
-# Optional fields in wire order: flag bit, size in bytes, name used in reject reasons.
-_OPTIONAL_FIELDS = (
-    (_HAS_TIME_STAMP, DATE_TIME_LENGTH, "time stamp"),
-    (_HAS_PULSE_RATE, 2, "pulse rate"),
-    (_HAS_USER_ID, 1, "user id"),
-    (_HAS_STATUS, 2, "measurement status"),
-)
-
-_UNKNOWN_USER = 255
-
-# Measurement Status single-bit flags (status b0, b1, b2, b5).
-_STATUS_BITS = (
-    (0x0001, "body_movement"),
-    (0x0002, "cuff_too_loose"),
-    (0x0004, "irregular_pulse"),
-    (0x0020, "improper_measurement_position"),
-)
-# Measurement Status b3-4: pulse rate range; 0 = within range adds no flag.
-_PULSE_RANGE_SHIFT = 3
-_PULSE_RANGE_FLAGS = {
-    1: "pulse_rate_above_range",
-    2: "pulse_rate_below_range",
-    3: "pulse_rate_range_rfu",
-}
-
 # Plausible ranges, inclusive, in mmHg for pressures and /min for pulse rate. Home cuffs
 # measure roughly 0-299 mmHg and 40-180/min; anything beyond these is almost surely an error.
 _PRESSURE_MMHG = (Decimal(20), Decimal(300))
 _PULSE_PER_MIN = (Decimal(20), Decimal(300))
-_MMHG_PER_KPA = Decimal("7.50062")  # PROTOCOLS.md §2.1
-# A private context, so a caller's decimal context (precision, traps) cannot round or raise.
-_EXACT = Context(prec=28, Emin=-999_999, Emax=999_999)
 
 _PRESSURE_KEYS = ("bp_systolic", "bp_diastolic", "bp_mean")
 _PANEL = METRICS["bp_panel"].loinc  # 85354-9
-
-
-def _required_length(flags: int) -> int:
-    return _MANDATORY_LENGTH + sum(size for bit, size, _ in _OPTIONAL_FIELDS if flags & bit)
-
-
-def _flag_names(flags: int) -> str:
-    names = [name for bit, _, name in _OPTIONAL_FIELDS if flags & bit]
-    names.append("kPa" if flags & _UNIT_KPA else "mmHg")
-    return ", ".join(names)
-
-
-def _status_flags(status: int) -> tuple[str, ...]:
-    flags = [name for bit, name in _STATUS_BITS if status & bit]
-    pulse_range = (status >> _PULSE_RANGE_SHIFT) & 0b11
-    if pulse_range in _PULSE_RANGE_FLAGS:
-        flags.append(_PULSE_RANGE_FLAGS[pulse_range])
-    return tuple(flags)
 
 
 def _implausible(value: Decimal, bounds: tuple[Decimal, Decimal]) -> bool:
@@ -115,7 +75,7 @@ def _observation(
     panel: str | None,
     device_user: int | None,
 ) -> Observation:
-    if number.value is not None and _implausible(_EXACT.multiply(number.value, scale), bounds):
+    if number.value is not None and _implausible(EXACT.multiply(number.value, scale), bounds):
         flags = (*flags, "implausible")
     return Observation(
         code=metric.loinc,
@@ -132,43 +92,43 @@ def _observation(
 
 def decode(payload: bytes, ctx: DecodeContext) -> list[Observation]:
     """Decode one 0x2A35 indication into systolic, diastolic, mean and (if sent) pulse rate."""
-    if len(payload) < _MANDATORY_LENGTH:
+    if len(payload) < MANDATORY_LENGTH:
         raise DecodeError(
             CHANNEL, f"payload is {len(payload)} bytes; a measurement needs at least 7"
         )
     flags = payload[0]
-    needed = _required_length(flags)
+    needed = required_length(flags)
     if len(payload) < needed:
         raise DecodeError(
             CHANNEL,
             f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({_flag_names(flags)}) need {needed}",
+            f"({flag_names(flags)}) need {needed}",
         )
-    unit = Unit.KPA if flags & _UNIT_KPA else Unit.MMHG
+    unit = Unit.KPA if flags & UNIT_KPA else Unit.MMHG
     pressures = [read_sfloat(payload, 1 + 2 * index, CHANNEL) for index in range(3)]
-    offset = _MANDATORY_LENGTH
+    offset = MANDATORY_LENGTH
 
     measured_at = None
-    if flags & _HAS_TIME_STAMP:
+    if flags & HAS_TIME_STAMP:
         measured_at = read_date_time(payload, offset, ctx.zone, CHANNEL)
         offset += DATE_TIME_LENGTH
     pulse = None
-    if flags & _HAS_PULSE_RATE:
+    if flags & HAS_PULSE_RATE:
         pulse = read_sfloat(payload, offset, CHANNEL)
         offset += 2
     device_user = None
-    if flags & _HAS_USER_ID:
-        device_user = None if payload[offset] == _UNKNOWN_USER else payload[offset]
+    if flags & HAS_USER_ID:
+        device_user = None if payload[offset] == UNKNOWN_USER else payload[offset]
         offset += 1
     message_flags: tuple[str, ...] = ()
-    if flags & _HAS_STATUS:
-        message_flags = _status_flags(int.from_bytes(payload[offset : offset + 2], "little"))
+    if flags & HAS_STATUS:
+        message_flags = status_flags(int.from_bytes(payload[offset : offset + 2], "little"))
         offset += 2
     if len(payload) > offset:
         message_flags = (*message_flags, "trailing_bytes")
 
     # Plausibility is judged in mmHg whatever unit the cuff sent.
-    scale = _MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
+    scale = MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
     observations = [
         _observation(
             METRICS[key],

@@ -26,9 +26,23 @@ some 30 mmHg above systolic, rarely beyond 300) is kept and flagged ``implausibl
 
 from __future__ import annotations
 
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
+from adapters.ble_bp_layout import (
+    EXACT,
+    HAS_PULSE_RATE,
+    HAS_STATUS,
+    HAS_TIME_STAMP,
+    HAS_USER_ID,
+    MANDATORY_LENGTH,
+    MMHG_PER_KPA,
+    UNIT_KPA,
+    UNKNOWN_USER,
+    flag_names,
+    required_length,
+    status_flags,
+)
 from adapters.errors import DecodeError
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.ieee11073 import read_sfloat
@@ -37,101 +51,47 @@ from adapters.model import DecodeContext, Event, Unit
 CHANNEL = "ble/2a36"
 EVENT_TYPE = "bp.cuff_pressure"
 
-_MANDATORY_LENGTH = 7  # flags + cuff pressure + two unused SFLOAT slots
-
-_UNIT_KPA = 0x01
-_HAS_TIME_STAMP = 0x02
-_HAS_PULSE_RATE = 0x04
-_HAS_USER_ID = 0x08
-_HAS_STATUS = 0x10
-
-# Optional fields in wire order: flag bit, size in bytes, name used in reject reasons.
-_OPTIONAL_FIELDS = (
-    (_HAS_TIME_STAMP, DATE_TIME_LENGTH, "time stamp"),
-    (_HAS_PULSE_RATE, 2, "pulse rate"),
-    (_HAS_USER_ID, 1, "user id"),
-    (_HAS_STATUS, 2, "measurement status"),
-)
-
-_UNKNOWN_USER = 255
-
-# Measurement Status single-bit flags (status b0, b1, b2, b5), named as in ble_bpm.
-_STATUS_BITS = (
-    (0x0001, "body_movement"),
-    (0x0002, "cuff_too_loose"),
-    (0x0004, "irregular_pulse"),
-    (0x0020, "improper_measurement_position"),
-)
-# Measurement Status b3-4: pulse rate range; 0 = within range adds no flag.
-_PULSE_RANGE_SHIFT = 3
-_PULSE_RANGE_FLAGS = {
-    1: "pulse_rate_above_range",
-    2: "pulse_rate_below_range",
-    3: "pulse_rate_range_rfu",
-}
-
 _PRESSURE_MMHG = (Decimal(0), Decimal(350))
-_MMHG_PER_KPA = Decimal("7.50062")  # PROTOCOLS.md §2.1
-# A private context, so a caller's decimal context (precision, traps) cannot round or raise.
-_EXACT = Context(prec=28, Emin=-999_999, Emax=999_999)
-
-
-def _required_length(flags: int) -> int:
-    return _MANDATORY_LENGTH + sum(size for bit, size, _ in _OPTIONAL_FIELDS if flags & bit)
-
-
-def _flag_names(flags: int) -> str:
-    names = [name for bit, _, name in _OPTIONAL_FIELDS if flags & bit]
-    names.append("kPa" if flags & _UNIT_KPA else "mmHg")
-    return ", ".join(names)
-
-
-def _status_flags(status: int) -> list[str]:
-    flags = [name for bit, name in _STATUS_BITS if status & bit]
-    pulse_range = (status >> _PULSE_RANGE_SHIFT) & 0b11
-    if pulse_range in _PULSE_RANGE_FLAGS:
-        flags.append(_PULSE_RANGE_FLAGS[pulse_range])
-    return flags
 
 
 def decode(payload: bytes, ctx: DecodeContext) -> list[Event]:
     """Decode one 0x2A36 notification into a ``bp.cuff_pressure`` event."""
-    if len(payload) < _MANDATORY_LENGTH:
+    if len(payload) < MANDATORY_LENGTH:
         raise DecodeError(
             CHANNEL, f"payload is {len(payload)} bytes; a cuff pressure needs at least 7"
         )
     flags = payload[0]
-    needed = _required_length(flags)
+    needed = required_length(flags)
     if len(payload) < needed:
         raise DecodeError(
             CHANNEL,
             f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({_flag_names(flags)}) need {needed}",
+            f"({flag_names(flags)}) need {needed}",
         )
-    unit = Unit.KPA if flags & _UNIT_KPA else Unit.MMHG
+    unit = Unit.KPA if flags & UNIT_KPA else Unit.MMHG
     pressure = read_sfloat(payload, 1, CHANNEL)
-    offset = _MANDATORY_LENGTH
+    offset = MANDATORY_LENGTH
 
     occurred_at = None
-    if flags & _HAS_TIME_STAMP:
+    if flags & HAS_TIME_STAMP:
         occurred_at = read_date_time(payload, offset, ctx.zone, CHANNEL)
         offset += DATE_TIME_LENGTH
     pulse_rate = None
-    if flags & _HAS_PULSE_RATE:
+    if flags & HAS_PULSE_RATE:
         pulse_rate = read_sfloat(payload, offset, CHANNEL).value
         offset += 2
     user = None
-    if flags & _HAS_USER_ID:
-        user = None if payload[offset] == _UNKNOWN_USER else payload[offset]
+    if flags & HAS_USER_ID:
+        user = None if payload[offset] == UNKNOWN_USER else payload[offset]
         offset += 1
     event_flags: list[str] = []
-    if flags & _HAS_STATUS:
-        event_flags = _status_flags(int.from_bytes(payload[offset : offset + 2], "little"))
+    if flags & HAS_STATUS:
+        event_flags = list(status_flags(int.from_bytes(payload[offset : offset + 2], "little")))
         offset += 2
     if pressure.value is not None:
         low, high = _PRESSURE_MMHG
-        scale = _MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
-        if not low <= _EXACT.multiply(pressure.value, scale) <= high:
+        scale = MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
+        if not low <= EXACT.multiply(pressure.value, scale) <= high:
             event_flags.append("implausible")
     if len(payload) > offset:
         event_flags.append("trailing_bytes")

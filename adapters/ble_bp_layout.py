@@ -1,0 +1,75 @@
+"""The wire layout Blood Pressure Measurement (0x2A35) and Intermediate Cuff Pressure (0x2A36)
+share (PROTOCOLS.md §2.1): flags, three SFLOAT slots, then optional fields in flag order.
+
+    [0]      flags u8: b0 unit (0 mmHg, 1 kPa), b1 time stamp, b2 pulse rate, b3 user id,
+             b4 measurement status, b5-7 RFU
+    [1..6]   3 x SFLOAT (for 0x2A36: the cuff pressure, then two unused slots)
+    +7       time stamp (Date Time 0x2A08)                   if b1
+    +2       pulse rate SFLOAT, always beats/min             if b2
+    +1       user id u8, 255 = unknown user                  if b3
+    +2       measurement status u16                          if b4
+"""
+
+from __future__ import annotations
+
+from decimal import Context, Decimal
+
+from adapters.gatt_time import DATE_TIME_LENGTH
+
+MANDATORY_LENGTH = 7  # flags + 3 SFLOAT
+
+UNIT_KPA = 0x01
+HAS_TIME_STAMP = 0x02
+HAS_PULSE_RATE = 0x04
+HAS_USER_ID = 0x08
+HAS_STATUS = 0x10
+
+# Optional fields in wire order: flag bit, size in bytes, name used in reject reasons.
+OPTIONAL_FIELDS = (
+    (HAS_TIME_STAMP, DATE_TIME_LENGTH, "time stamp"),
+    (HAS_PULSE_RATE, 2, "pulse rate"),
+    (HAS_USER_ID, 1, "user id"),
+    (HAS_STATUS, 2, "measurement status"),
+)
+
+UNKNOWN_USER = 255
+
+# Measurement Status single-bit flags (status b0, b1, b2, b5).
+_STATUS_BITS = (
+    (0x0001, "body_movement"),
+    (0x0002, "cuff_too_loose"),
+    (0x0004, "irregular_pulse"),
+    (0x0020, "improper_measurement_position"),
+)
+# Measurement Status b3-4: pulse rate range; 0 = within range adds no flag.
+_PULSE_RANGE_SHIFT = 3
+_PULSE_RANGE_FLAGS = {
+    1: "pulse_rate_above_range",
+    2: "pulse_rate_below_range",
+    3: "pulse_rate_range_rfu",
+}
+
+MMHG_PER_KPA = Decimal("7.50062")  # PROTOCOLS.md §2.1
+# A private context, so a caller's decimal context (precision, traps) cannot round or raise.
+EXACT = Context(prec=28, Emin=-999_999, Emax=999_999)
+
+
+def required_length(flags: int) -> int:
+    """The length the flags promise."""
+    return MANDATORY_LENGTH + sum(size for bit, size, _ in OPTIONAL_FIELDS if flags & bit)
+
+
+def flag_names(flags: int) -> str:
+    """The flagged fields and the unit, for a reject reason."""
+    names = [name for bit, _, name in OPTIONAL_FIELDS if flags & bit]
+    names.append("kPa" if flags & UNIT_KPA else "mmHg")
+    return ", ".join(names)
+
+
+def status_flags(status: int) -> tuple[str, ...]:
+    """Measurement Status bits as flag names."""
+    flags = [name for bit, name in _STATUS_BITS if status & bit]
+    pulse_range = (status >> _PULSE_RANGE_SHIFT) & 0b11
+    if pulse_range in _PULSE_RANGE_FLAGS:
+        flags.append(_PULSE_RANGE_FLAGS[pulse_range])
+    return tuple(flags)
