@@ -22,7 +22,13 @@ from gateway.api.app import create_app
 from gateway.auth import Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
 from gateway.ingest.pipeline import Gateway, GatewayConfig
-from gateway.settings import RUNTIME_FILE, Settings, load_settings, server_secret
+from gateway.settings import (
+    RUNTIME_FILE,
+    Settings,
+    ca_passphrase,
+    load_settings,
+    server_secret,
+)
 
 log = logging.getLogger("aidlink.up")
 
@@ -168,7 +174,7 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             _every_class_week(settings, database_url, secret, broker_url, protocol)
             _print_demo(secret, settings, api_url, broker_url, hubs)
         app = create_app(database_url=database_url, secret=secret,
-                         gateway_health=gateway.health)
+                         gateway_health=gateway.health, ca_passphrase=ca_passphrase(settings))
         server = _ApiServer(uvicorn.Config(app, host=settings.api_host,
                                                port=settings.api_port, log_level="warning"))
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")

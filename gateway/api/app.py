@@ -17,13 +17,16 @@ from adapters.model import dumps
 from gateway.api import fhir
 from gateway.api.deps import ApiState, Conn, PatientReader
 from gateway.api.observations import router as observations_router
+from gateway.api.provisioning import router as provisioning_router
 
 HealthProvider = Callable[[], dict[str, Any]]
 
 
 def create_app(*, database_url: str, secret: bytes,
-               gateway_health: HealthProvider | None = None) -> FastAPI:
-    """The API over one database; ``gateway_health`` adds the in-process gateway's state."""
+               gateway_health: HealthProvider | None = None,
+               ca_passphrase: bytes | None = None) -> FastAPI:
+    """The API over one database; ``gateway_health`` adds the in-process gateway's state;
+    ``ca_passphrase`` lets the provisioning routes issue and revoke certificates."""
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url, min_size=1, max_size=8, open=False, name="aidlink-api",
         kwargs={"connect_timeout": 5},
@@ -39,7 +42,9 @@ def create_app(*, database_url: str, secret: bytes,
 
     app = FastAPI(title="aidlink", version="0.1.0", lifespan=lifespan)
     app.state.aidlink = ApiState(pool=pool, secret=secret)
+    app.state.aidlink_ca_passphrase = ca_passphrase
     app.include_router(observations_router)
+    app.include_router(provisioning_router)
     _errors(app)
 
     @app.get("/healthz")

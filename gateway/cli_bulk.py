@@ -1,0 +1,96 @@
+"""``aidlink device bulk FILE --out DIR``: onboard a delivery of devices from one CSV."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import click
+
+from adapters.model import dumps
+from gateway.cli_common import actor, connect, fail, settings_of
+from gateway.cli_provisioning import _write_private
+from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url
+from provisioning import bulk
+
+_FILES = (("certificate_pem", "certificate.pem"), ("ca_chain_pem", "ca-chain.pem"),
+          ("private_key_pem", "device.key"))
+
+
+class _Counter:
+    """Progress on a stderr that is not a terminal: a line every tenth, not a bar redrawn."""
+
+    def __init__(self) -> None:
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth != self._shown or done == total:
+            self._shown = tenth
+            click.echo(f"aidlink: onboarded {done}/{total}", err=True)
+
+
+def _write_bundle(out: Path, row: dict[str, Any], broker: str | None) -> None:
+    """One device's bundle, each file readable by its owner only (they hold secrets)."""
+    folder = out / row["device_id"]
+    bundle = dict(row) if broker is None else row | {"mqtt_url": broker}
+    _write_private(folder / "bundle.json", dumps(bundle) + "\n")
+    for field, name in _FILES:
+        if field in row:
+            _write_private(folder / name, row[field])
+
+
+@click.command("bulk")
+@click.argument("source", metavar="FILE|-", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Write a bundle per device into DIR/<device_id>/, and DIR/summary.json.")
+@click.option("--no-progress", is_flag=True, help="Show no progress on stderr.")
+@click.pass_context
+def device_bulk(ctx: click.Context, source: Any, out: Path, no_progress: bool) -> None:
+    """Onboard every device of a CSV (principal, model, serial, …); refused rows are listed."""
+    settings = settings_of(ctx)
+    text = source.read()
+    try:
+        # Made before onboarding: server-generated keys exist only in memory until written.
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"--out {out}: {exc}")
+    broker = None
+    with suppress(ConfigurationError):  # no broker known here: bundles lack its address
+        broker = mqtt_url(settings)
+    with connect(settings) as conn:
+        passphrase = ca_passphrase(settings)
+        if no_progress:
+            result = bulk.onboard_csv(conn, passphrase, text, actor=actor())
+        elif sys.stderr.isatty():
+            with click.progressbar(length=max(text.count("\n") - 1, 1), file=sys.stderr,
+                                   label="onboarding") as bar:
+                def advance(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
+                                          progress=advance)
+        else:
+            result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
+                                      progress=_Counter())
+    # The devices are committed by now; their keys exist only in memory until written here.
+    try:
+        for row in result.onboarded:
+            _write_bundle(out, row, broker)
+        summary = result.counts() | {"out": str(out), "refused_rows": result.refused,
+                                     "devices": [{"serial": row["serial"],
+                                                  "device_id": row["device_id"]}
+                                                 for row in result.onboarded]}
+        _write_private(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    except OSError as exc:
+        fail(f"writing bundles to {out}: {exc}")
+    for refusal in result.refused:
+        click.echo(f"aidlink: refused: {refusal['reason']}", err=True)
+    click.echo(json.dumps({"onboarded": len(result.onboarded), "refused": len(result.refused),
+                           "out": str(out)}))
+    if result.refused:
+        sys.exit(1)
