@@ -147,12 +147,14 @@ def token_cmd(ctx: click.Context, principal: str, role: str, subject: str | None
 
 
 def _register_commands() -> None:
+    from gateway.cli_bulk import device_bulk
     from gateway.cli_lifecycle import licence_group, report_group
     from gateway.cli_provisioning import device_group, principal_group
     from gateway.cli_security import broker_config_cmd, policy_group
     from gateway.cli_tools import bench_group, simulate_cmd
     from gateway.up import up_cmd
 
+    device_group.add_command(device_bulk)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
                     licence_group, report_group, bench_group, simulate_cmd, up_cmd):
         main.add_command(command)

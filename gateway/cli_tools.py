@@ -61,6 +61,21 @@ def bench_provision(out: Path, count: int) -> None:
     click.echo(f"written to {out}")
 
 
+@bench_group.command("bulk")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/bulk.json"), show_default=True)
+@click.option("--count", type=click.IntRange(10, 100_000), default=10_000, show_default=True)
+@click.option("--password-count", type=click.IntRange(0, 100_000), default=0,
+              show_default=True, help="Devices of a password principal as well.")
+def bench_bulk(out: Path, count: int, password_count: int) -> None:
+    """Bulk onboarding from CSV on a throwaway durable PostgreSQL."""
+    from gateway.bench_bulk import run_bulk_bench
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    click.echo(dumps(run_bulk_bench(out, count=count, password_count=password_count)))
+    click.echo(f"written to {out}")
+
+
 @click.command("simulate")
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="Run a scenario file (see simulators/scenarios/).")
