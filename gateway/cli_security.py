@@ -152,3 +152,28 @@ def device_revoke(ctx: click.Context, device: str, reason: str, broker_dir: Path
                                                                  broker_pid=pid)
             conn.commit()
     click.echo(dumps(result))
+
+
+@device_group.command("renew")
+@click.argument("device", required=False)
+@click.option("--due", is_flag=True, help="Renew every certificate inside its renewal window.")
+@click.option("--csr", type=click.File("r"), default=None, help="The device's own CSR (PEM).")
+@click.pass_context
+def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any) -> None:
+    """Renew a device's certificate before it expires (under the current policy), or all due."""
+    if (device is None) == (not due):
+        fail("give a DEVICE or --due", 2)
+    settings = settings_of(ctx)
+    passphrase = ca_passphrase(settings)
+    with connect(settings) as conn:
+        targets = [device] if device else [r["device_id"] for r in pki.due_for_renewal(conn)]
+        for target in targets:
+            issued = pki.renew(conn, passphrase, device_id=target, actor=actor(),
+                               csr_pem=None if csr is None else csr.read())
+            conn.commit()
+            row: dict[str, Any] = {"device_id": target, "certificate_serial": issued.serial,
+                                   "certificate_not_after": issued.not_after,
+                                   "certificate_pem": issued.certificate_pem}
+            if issued.private_key_pem is not None:
+                row["private_key_pem"] = issued.private_key_pem
+            click.echo(dumps(row))

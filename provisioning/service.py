@@ -195,6 +195,11 @@ def assign(
             raise ConflictError(
                 f"device {device_id} is {device['state']}; only a device in stock can be assigned"
             )
+        fresh = conn.execute("SELECT needs_credentials FROM devices WHERE id = %s",
+                             (device_id,)).fetchone()
+        if fresh is not None and fresh[0]:
+            raise ConflictError(f"device {device_id} needs new credentials before it can be "
+                                "assigned (aidlink device reissue)")
         key = patient_key(secret, device["principal_code"], patient)
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(

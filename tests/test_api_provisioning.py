@@ -163,6 +163,13 @@ def test_lifecycle_round_trip(client: TestClient, fleet: Fleet) -> None:
     finished = client.post(f"{device}/recondition/finish", headers=TECH_20)
     assert finished.json() == {"device_id": fleet.cuff, "state": "in_stock",
                                "needs_credentials": True}
+    stale = client.post(f"{device}/assign", json={"patient": "19121212-1212",
+                                                  "basis": "SoL"}, headers=TECH_20)
+    assert stale.status_code == 409
+    assert "needs new credentials" in stale.json()["detail"]
+    reissued = client.post(f"{device}/reissue", headers=TECH_20)
+    assert reissued.status_code == 200, reissued.text
+    assert "certificate_pem" in reissued.json()
     assigned = client.post(f"{device}/assign", json={"patient": "19121212-1212",
                                                      "basis": "SoL"}, headers=TECH_20)
     assert assigned.status_code == 200, assigned.text

@@ -83,6 +83,10 @@ def test_a_device_goes_round_its_life_and_earns_its_licence(
                                    nonce=json.loads(wipe["payload"])["nonce"],
                                    confirmed_at=datetime.now(UTC), actor="device")
         assert cli.json("device", "recondition", device, "--finish")["state"] == "in_stock"
+        refused = cli("device", "assign", device, "--patient", "p-2", "--basis", "SoL",
+                      code=1)
+        assert "needs new credentials" in refused
+        assert cli.json("device", "reissue", device)["device_id"] == device
     finally:
         watcher.disconnect()
         watcher.loop_stop()

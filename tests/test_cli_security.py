@@ -66,6 +66,12 @@ def test_policy_versions_refusals_csr_and_revocation(database_url: str, tmp_path
     assert certificate.public_key() == key.public_key()
     assert "private_key_pem" not in device  # the device keeps its own key
 
+    renewed = cli.json("device", "renew", device["device_id"],
+                       "--csr", str(_csr(tmp_path / "b1-renew.csr", key)))
+    assert renewed["certificate_serial"] != device["certificate_serial"]
+    assert "private_key_pem" not in renewed
+    cli("device", "renew", code=2)
+
     weak = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     refused = cli("device", "onboard", "--principal", "2080", "--model", "sim-bpm",
                   "--serial", "B-2", "--firmware", "1.1.0",

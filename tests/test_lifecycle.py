@@ -168,6 +168,7 @@ def test_the_nonce_of_an_earlier_wipe_does_not_count_again(conn: Conn) -> None:
     lifecycle.confirm_wipe(conn, device_id=device, nonce=first.nonce, confirmed_at=WIPED_AT,
                            actor="gateway")
     lifecycle.finish_reconditioning(conn, device_id=device, actor="t")
+    lifecycle.credentials_issued(conn, device_id=device, actor="t", reason="new certificate")
     assign(conn, device)
     lifecycle.return_device(conn, device_id=device, actor="t", reason="again")
     lifecycle.start_reconditioning(conn, device_id=device, actor="t", reason="again")
@@ -285,6 +286,9 @@ def test_transfer_changes_the_owner_and_splits_the_history(conn: Conn) -> None:
         "device_id": cuff, "from": "20", "to": "2080", "state": "in_stock",
         "needs_credentials": True}
     assert state(conn, cuff) == ("2080", "in_stock", False, True)
+    with pytest.raises(ConflictError, match="needs new credentials"):
+        service.assign(conn, SECRET, device_id=cuff, patient="p", basis="SoL", actor="tech-7")
+    lifecycle.credentials_issued(conn, device_id=cuff, actor="tech-7", reason="Falun's CA")
     service.assign(conn, SECRET, device_id=cuff, patient="p", basis="SoL", actor="tech-7")
     owners = conn.execute("SELECT principal_code, valid_to IS NULL FROM device_owners"
                           " WHERE device_id = %s ORDER BY id", (cuff,)).fetchall()
@@ -292,7 +296,7 @@ def test_transfer_changes_the_owner_and_splits_the_history(conn: Conn) -> None:
     parts = {principal: [(row["action"], row["actor"], row["detail"]) for row in rows]
              for principal, rows in lifecycle.history_by_owner(conn, cuff).items()}
     why = "Falun needs it"
-    assignment = parts["2080"][1][2]["assignment"]
+    assignment = parts["2080"][2][2]["assignment"]
     assert parts == {
         "20": [
             ("onboarded", "tech-1", {"principal": "20", "model": "bpm", "serial": "C1"}),
@@ -304,6 +308,7 @@ def test_transfer_changes_the_owner_and_splits_the_history(conn: Conn) -> None:
         ],
         "2080": [
             ("transferred_in", "tech-6", {"from_principal": "20", "reason": why}),
+            ("credentials_issued", "tech-7", {"reason": "Falun's CA"}),
             ("assigned", "tech-7", {"assignment": assignment, "basis": "SoL",
                                     "prescribing_unit": None}),
         ],

@@ -147,6 +147,15 @@ def finish_reconditioning(device_id: str, op: OperatorDep, conn: Conn) -> Respon
     return json_response(result)
 
 
+@router.post("/devices/{device_id}/reissue")
+def reissue(device_id: str, op: OperatorDep, conn: Conn, ca: Passphrase) -> Response:
+    """New credentials (a certificate from a server-generated key) before reuse."""
+    with mapped_errors(), conn.transaction():
+        scoped_device(conn, op, device_id)
+        result = onboarding.reissue(conn, ca, device_id=device_id, actor=op.actor)
+    return json_response(result)
+
+
 @router.post("/devices/{device_id}/retire")
 def retire(device_id: str, body: ReasonBody, op: OperatorDep, conn: Conn,
            ca: Passphrase) -> Response:
