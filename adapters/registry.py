@@ -21,6 +21,7 @@ from adapters import (
     scaip,
     spirometer,
     status,
+    wipe,
 )
 from adapters.errors import UnknownChannelError
 from adapters.model import DecodeContext, Record
@@ -57,6 +58,7 @@ ADAPTERS: dict[str, Adapter] = {
     status.CHANNEL: _as_adapter(status.decode),
     scaip.CHANNEL: _as_adapter(scaip.decode),
     dc09.CHANNEL: _as_adapter(dc09.decode),
+    wipe.CHANNEL: _as_adapter(wipe.decode),
 }
 
 

@@ -112,6 +112,8 @@ def _documents_and_alarms(i: int, at: datetime,
                                           firmware="2.4.1", uptime_s=3600 * i, seq=i),
         "scaip": scaip_sim.alarm(f"{i:012d}", "8031372", 3) if i % 2 else scaip_sim.heartbeat(
             f"{i:012d}", "8031372"),
+        "wipe": (b'{"v":1,"type":"wipe_done","at":"%s","nonce":"n%012d"}'
+                 % (frame_at.isoformat().encode(), i)),
         "dc09": dc09_sim.encode_frame("SIA-DCS", i % 10000, "1234AB",
                                       dc09_sim.sia_data("1234AB", "MA", f"{i % 100:03d}"),
                                       timestamp=frame_at),

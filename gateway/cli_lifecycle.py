@@ -54,12 +54,12 @@ def device_recondition(ctx: click.Context, device: str, reason: str | None,
         wipe = lifecycle.start_reconditioning(
             conn, device_id=device, actor=actor(), reason=reason,
             revoke_credentials=_revoker(conn, settings, "superseded"))
-    published = _publish(settings, wipe.topic, wipe.payload.encode())
+    published = publish_command(settings, wipe.topic, wipe.payload.encode())
     click.echo(dumps({"device_id": wipe.device_id, "topic": wipe.topic,
                       "payload": wipe.payload, "published": published}))
 
 
-def _publish(settings: Settings, topic: str, payload: bytes) -> bool:
+def publish_command(settings: Settings, topic: str, payload: bytes) -> bool:
     """Publish one QoS 1 command on the broker, if one is known; whether it was accepted."""
     try:
         target = parse_mqtt_url(mqtt_url(settings))

@@ -89,6 +89,10 @@ SAMPLES: dict[str, list[bytes]] = {
         b'"battery_percent":76,"rssi_dbm":-71,"firmware":"2.4.1-se","uptime_s":1209600,'
         b'"clock":{"synced":true,"source":"ntp"}}',
     ],
+    "wipe": [
+        b'{"v":1,"type":"wipe_done","at":"2026-11-20T10:15:00+01:00","seq":7,'
+        b'"nonce":"9f2c4e1ab37d5a60"}',
+    ],
     # SCAIP <mrq>: a mobile alarm with GPS (every optional element), and a padded fixed trigger.
     "scaip": [
         b"<mrq><ref>5F3A00000017</ref><ver>01.00</ver><mty>ME</mty><cid>8031372</cid>"

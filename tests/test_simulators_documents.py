@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from adapters import dispenser, lock, scaip, spirometer, status
+from adapters import dispenser, lock, scaip, spirometer, status, wipe
 from adapters.catalogue import METRICS
 from adapters.model import DecodeContext, Event, Observation, Unit, dumps
 from simulators import documents as sim
@@ -26,6 +26,7 @@ CEST = timezone(timedelta(hours=2))
 DOC = Path(__file__).resolve().parent.parent / "docs" / "DEVICE_DOCUMENTS.md"
 ADAPTERS: dict[str, ModuleType] = {
     "spirometer": spirometer, "dispenser": dispenser, "lock": lock, "status": status,
+    "wipe": wipe,
 }
 
 
@@ -161,7 +162,8 @@ def test_documented_examples_decode_as_shown() -> None:
         r".*?decodes to\n\n```json\n(.*?)\n```",
         text, re.DOTALL,
     )
-    assert [channel for channel, _, _ in examples] == ["spirometer", "dispenser", "lock", "status"]
+    assert [channel for channel, _, _ in examples] == ["spirometer", "dispenser", "lock", "status",
+                                                       "wipe"]
     # The status example states the hub received it at 01:00:02Z.
     ctx = DecodeContext(received_at=datetime(2024, 5, 2, 1, 0, 2, tzinfo=UTC))
     for channel, payload, shown in examples:

@@ -69,6 +69,8 @@ class Plan:
     records: dict[tuple[str, str], _Records] = field(default_factory=dict)
     sequence_updates: list[tuple[str, str, int, int | None, datetime | None]] = field(
         default_factory=list)
+    # (device, nonce, when): wipe confirmations to record against the lifecycle.
+    wipes: list[tuple[str, str, datetime]] = field(default_factory=list)
     outbound: list[Outbound] = field(default_factory=list)
     stored_messages: int = 0
     ignored: int = 0
@@ -149,6 +151,8 @@ class Planner:
                     record = Event(record.type, record.occurred_at,
                                    {**record.data, "offset_s": round(reading.offset_s, 3)})
             at = record.occurred_at or fallback
+            if record.type == "device.wiped" and isinstance(record.data.get("nonce"), str):
+                plan.wipes.append((topic.device_id, record.data["nonce"], at))
             plan.events.append((
                 at, topic.device_id, principal, self._registry.patient_at(topic.device_id, at),
                 record.type, Jsonb(record.data, dumps=dumps), topic.channel,

@@ -22,6 +22,8 @@ from gateway.db import month_start, uses_timescaledb
 from gateway.ingest.plan import Incoming, Outbound, Plan, Planner, parse_batch
 from gateway.ingest.resolve import Registry, Rejected
 from gateway.ingest.topics import TopicError, UpTopic, parse_up
+from provisioning import lifecycle
+from provisioning.errors import ProvisioningError
 
 __all__ = ["BatchResult", "BatchStore", "Incoming", "Outbound"]
 
@@ -89,6 +91,7 @@ class BatchStore:
             result.observations_new = self._insert_observations(plan.observations)
             result.events_new = self._insert_events(plan.events + self._states(plan))
             self._sequences(plan)
+            self._confirm_wipes(plan)
             for message, topic, rejected in plan.dead:
                 self._dead_letter(message, topic, rejected)
                 reason = rejected.reason
@@ -169,6 +172,17 @@ class BatchStore:
                 " requested_at = EXCLUDED.requested_at",
                 plan.sequence_updates,
             )
+
+    def _confirm_wipes(self, plan: Plan) -> None:
+        """Record devices' wipe confirmations; a stale or foreign nonce confirms nothing (the
+        event is kept all the same) and never fails the batch."""
+        for device_id, nonce, at in plan.wipes:
+            try:
+                with self._conn.transaction():
+                    lifecycle.confirm_wipe(self._conn, device_id=device_id, nonce=nonce,
+                                           confirmed_at=at, actor="gateway")
+            except ProvisioningError as exc:
+                log.warning("wipe confirmation from %s not recorded: %s", device_id, exc)
 
     def _ensure_partitions(self, rows: list[tuple[Any, ...]]) -> None:
         if self._timescale:
