@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import profiles
 from provisioning import lifecycle, pki, service
 from provisioning.errors import InvalidInputError
 from provisioning.service import Conn
@@ -22,6 +23,7 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
                                  actor=actor, alarm_account=alarm_account,
                                  firmware_version=firmware_version)
+    row.update(_bundle_settings(row["client_id"], model))
     if "mqtt_password" in row:
         if csr_pem is not None:
             raise InvalidInputError(
@@ -36,6 +38,19 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     if issued.private_key_pem is not None:
         row["private_key_pem"] = issued.private_key_pem
     return row
+
+
+def _bundle_settings(client_id: str, model: str) -> dict[str, Any]:
+    """What a device needs besides credentials: where to publish, and its profile's settings."""
+    settings: dict[str, Any] = {"topic_prefix": f"aidlink/v1/{client_id}/"}
+    profile = profiles.by_model().get(model)
+    if profile is not None:
+        settings["profile"] = {
+            "model": profile.model, "channels": sorted(profile.channels),
+            "zone": profile.zone, "clock": profile.clock,
+            "reporting_interval_s": int(profile.reporting_interval.total_seconds()),
+        }
+    return settings
 
 
 def reissue(conn: Conn, passphrase: bytes, *, device_id: str, actor: str,

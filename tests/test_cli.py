@@ -276,7 +276,8 @@ def test_onboard_for_password_principal_returns_password_once_and_stores_its_has
     password = row.pop("mqtt_password")
     assert row == {"device_id": row["device_id"], "client_id": row["device_id"],
                    "mqtt_username": row["device_id"], "principal": "20", "model": "bpm-a",
-                   "serial": "0001", "state": "in_stock"}
+                   "serial": "0001", "state": "in_stock",
+                   "topic_prefix": f"aidlink/v1/{row['device_id']}/"}
     assert isinstance(password, str)
     assert len(password) >= 20
     assert re.fullmatch(DEVICE_ID, row["device_id"])
@@ -300,7 +301,8 @@ def test_onboard_for_mtls_principal_gets_a_certificate_not_a_password(
     assert {k: v for k, v in row.items() if not k.startswith(("certificate", "ca_chain",
                                                               "private_key"))} == {
         "device_id": row["device_id"], "client_id": row["device_id"], "principal": "2080",
-        "model": "bpm-a", "serial": "0002", "state": "in_stock"}
+        "model": "bpm-a", "serial": "0002", "state": "in_stock",
+        "topic_prefix": f"aidlink/v1/{row['device_id']}/"}
     certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
     cn = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
     assert cn == row["client_id"]

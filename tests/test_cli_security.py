@@ -65,6 +65,9 @@ def test_policy_versions_refusals_csr_and_revocation(database_url: str, tmp_path
     certificate = x509.load_pem_x509_certificate(device["certificate_pem"].encode())
     assert certificate.public_key() == key.public_key()
     assert "private_key_pem" not in device  # the device keeps its own key
+    assert device["topic_prefix"] == f"aidlink/v1/{device['client_id']}/"
+    assert device["profile"]["model"] == "sim-bpm"
+    assert device["profile"]["reporting_interval_s"] == 86400
 
     renewed = cli.json("device", "renew", device["device_id"],
                        "--csr", str(_csr(tmp_path / "b1-renew.csr", key)))

@@ -18,6 +18,7 @@ from gateway.api.provisioning_common import (
     need_ca,
     scoped_device,
 )
+from gateway.api.provisioning_licences import router as licences_router
 from gateway.api.provisioning_models import (
     AssignBody,
     ConfirmBody,
@@ -36,6 +37,7 @@ from provisioning import lifecycle, onboarding, pki, service
 
 router = APIRouter(prefix="/v1", tags=["provisioning"])
 router.include_router(policy_router)
+router.include_router(licences_router)
 
 # Which RFC 5280 reason a lifecycle transition revokes credentials under (as the CLI does).
 _RECONDITION, _RETIRE, _TRANSFER = "superseded", "cessation_of_operation", "affiliation_changed"
