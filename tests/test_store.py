@@ -108,3 +108,25 @@ def test_readings_before_an_assignment_belong_to_no_patient(database_url: str,
         BatchStore(conn).write([_message(fleet, long_ago.replace(microsecond=0))])
     assert count(database_url,
                  "SELECT count(*) FROM observations WHERE patient_key IS NULL") == 3
+
+
+def test_a_fault_of_ours_costs_one_message_not_the_batch(
+        database_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters import registry
+    from adapters.model import DecodeContext, Record
+
+    def broken(payload: bytes, ctx: DecodeContext) -> list[Record]:
+        raise RuntimeError("a bug in an adapter")
+
+    # An adapter is a seam of ours: one that breaks its contract must not stop ingestion.
+    monkeypatch.setitem(registry.ADAPTERS, "ble/2a35", broken)
+    tripping = _message(fleet, datetime(2026, 11, 5, 9, 0, tzinfo=UTC))
+    battery = Incoming(topic=f"aidlink/v1/{fleet.hub}/{fleet.cuff}/ble/2a19", payload=b"\x50",
+                       received_at=datetime.now(UTC))
+    with psycopg.connect(database_url) as conn:
+        result = BatchStore(conn).write_isolating([tripping, battery])
+        dead = conn.execute("SELECT reason, detail FROM dead_letters").fetchall()
+        events = conn.execute("SELECT type, data FROM events").fetchall()
+    assert (result.stored_messages, result.dead_letters) == (1, {"internal_error": 1})
+    assert dead == [("internal_error", "RuntimeError('a bug in an adapter')")]
+    assert events == [("device.battery", {"level": 80})]

@@ -103,15 +103,15 @@ class BatchStore:
         return result
 
     def write_isolating(self, batch: Sequence[Incoming]) -> BatchResult:
-        """Write a batch; if the database refuses it (not an outage), write the messages one
-        by one and set each refused one aside, so one bad message never stalls ingestion."""
+        """Write a batch; if the database refuses it (not an outage) or a message trips a fault
+        of ours, write the messages one by one and set each failing one aside, so one bad
+        message never stalls ingestion."""
         try:
             return self.write(batch)
         except psycopg.OperationalError:
             raise
-        except psycopg.Error as exc:
-            log.error("batch of %d refused by the database (%s); storing one by one",
-                      len(batch), exc)
+        except Exception:
+            log.exception("batch of %d failed; storing its messages one by one", len(batch))
         total = BatchResult()
         for message in batch:
             try:
@@ -120,6 +120,9 @@ class BatchStore:
                 raise
             except psycopg.Error as single:
                 part = self.write_rejected(message, Rejected("store_error", str(single)))
+            except Exception as fault:  # a bug of ours must cost one message, not the gateway
+                log.exception("message on %s set aside", message.topic)
+                part = self.write_rejected(message, Rejected("internal_error", repr(fault)))
             total.merge(part)
         return total
 
