@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -28,15 +28,9 @@ from gateway.services.postgres import (
     find_free_port,
     find_postgres_bin_dir,
 )
+from tests.conftest import missing_component
 
 TIMEOUT = 10.0
-
-
-def missing_component(message: str) -> NoReturn:
-    """Skip because a component is missing, or fail when CI is set (as conftest does)."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set, so this fails instead of skipping)")
-    pytest.skip(message)
 
 
 def require_mosquitto() -> None:
@@ -399,7 +393,7 @@ def test_mosquitto_drops_privileges_when_asked(scratch_dir: Path) -> None:
     try:
         pwd.getpwnam("mosquitto")
     except KeyError:
-        pytest.skip("no mosquitto system user")
+        missing_component("no mosquitto system user: apt-get install mosquitto creates it")
     require_mosquitto()
     broker = MosquittoProcess(data_dir=scratch_dir / "mq", user="mosquitto")
     broker.start()
