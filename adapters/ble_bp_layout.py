@@ -12,9 +12,14 @@ share (PROTOCOLS.md §2.1): flags, three SFLOAT slots, then optional fields in f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Context, Decimal
 
-from adapters.gatt_time import DATE_TIME_LENGTH
+from adapters.errors import DecodeError
+from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
+from adapters.ieee11073 import MedFloat, read_sfloat
+from adapters.model import DecodeContext, Unit
 
 MANDATORY_LENGTH = 7  # flags + 3 SFLOAT
 
@@ -73,3 +78,53 @@ def status_flags(status: int) -> tuple[str, ...]:
     if pulse_range in _PULSE_RANGE_FLAGS:
         flags.append(_PULSE_RANGE_FLAGS[pulse_range])
     return tuple(flags)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One 0x2A35/0x2A36 value walked field by field (which slots mean what is the caller's)."""
+
+    unit: Unit
+    slots: tuple[MedFloat, ...]
+    at: datetime | None
+    pulse: MedFloat | None
+    user: int | None
+    status: tuple[str, ...]
+    trailing: bool
+
+
+def read_frame(payload: bytes, ctx: DecodeContext, channel: str, what: str,
+               slots: int) -> Frame:
+    """Check the length against the flags, then read the first ``slots`` SFLOAT slots and the
+    optional fields with a running offset; DecodeError names what was wrong."""
+    if len(payload) < MANDATORY_LENGTH:
+        raise DecodeError(
+            channel, f"payload is {len(payload)} bytes; {what} needs at least 7")
+    flags = payload[0]
+    needed = required_length(flags)
+    if len(payload) < needed:
+        raise DecodeError(
+            channel,
+            f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
+            f"({flag_names(flags)}) need {needed}",
+        )
+    values = tuple(read_sfloat(payload, 1 + 2 * index, channel) for index in range(slots))
+    offset = MANDATORY_LENGTH
+    at = None
+    if flags & HAS_TIME_STAMP:
+        at = read_date_time(payload, offset, ctx.zone, channel)
+        offset += DATE_TIME_LENGTH
+    pulse = None
+    if flags & HAS_PULSE_RATE:
+        pulse = read_sfloat(payload, offset, channel)
+        offset += 2
+    user = None
+    if flags & HAS_USER_ID:
+        user = None if payload[offset] == UNKNOWN_USER else payload[offset]
+        offset += 1
+    status: tuple[str, ...] = ()
+    if flags & HAS_STATUS:
+        status = status_flags(int.from_bytes(payload[offset : offset + 2], "little"))
+        offset += 2
+    return Frame(unit=Unit.KPA if flags & UNIT_KPA else Unit.MMHG, slots=values, at=at,
+                 pulse=pulse, user=user, status=status, trailing=len(payload) > offset)

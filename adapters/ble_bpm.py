@@ -27,24 +27,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from adapters.ble_bp_layout import (
-    EXACT,
-    HAS_PULSE_RATE,
-    HAS_STATUS,
-    HAS_TIME_STAMP,
-    HAS_USER_ID,
-    MANDATORY_LENGTH,
-    MMHG_PER_KPA,
-    UNIT_KPA,
-    UNKNOWN_USER,
-    flag_names,
-    required_length,
-    status_flags,
-)
+from adapters.ble_bp_layout import EXACT, MMHG_PER_KPA, read_frame
 from adapters.catalogue import METRICS, Metric
-from adapters.errors import DecodeError
-from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
-from adapters.ieee11073 import MedFloat, read_sfloat
+from adapters.ieee11073 import MedFloat
 from adapters.model import DecodeContext, Observation, Unit
 
 CHANNEL = "ble/2a35"
@@ -92,40 +77,10 @@ def _observation(
 
 def decode(payload: bytes, ctx: DecodeContext) -> list[Observation]:
     """Decode one 0x2A35 indication into systolic, diastolic, mean and (if sent) pulse rate."""
-    if len(payload) < MANDATORY_LENGTH:
-        raise DecodeError(
-            CHANNEL, f"payload is {len(payload)} bytes; a measurement needs at least 7"
-        )
-    flags = payload[0]
-    needed = required_length(flags)
-    if len(payload) < needed:
-        raise DecodeError(
-            CHANNEL,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({flag_names(flags)}) need {needed}",
-        )
-    unit = Unit.KPA if flags & UNIT_KPA else Unit.MMHG
-    pressures = [read_sfloat(payload, 1 + 2 * index, CHANNEL) for index in range(3)]
-    offset = MANDATORY_LENGTH
-
-    measured_at = None
-    if flags & HAS_TIME_STAMP:
-        measured_at = read_date_time(payload, offset, ctx.zone, CHANNEL)
-        offset += DATE_TIME_LENGTH
-    pulse = None
-    if flags & HAS_PULSE_RATE:
-        pulse = read_sfloat(payload, offset, CHANNEL)
-        offset += 2
-    device_user = None
-    if flags & HAS_USER_ID:
-        device_user = None if payload[offset] == UNKNOWN_USER else payload[offset]
-        offset += 1
-    message_flags: tuple[str, ...] = ()
-    if flags & HAS_STATUS:
-        message_flags = status_flags(int.from_bytes(payload[offset : offset + 2], "little"))
-        offset += 2
-    if len(payload) > offset:
-        message_flags = (*message_flags, "trailing_bytes")
+    frame = read_frame(payload, ctx, CHANNEL, "a measurement", slots=3)
+    unit, pressures, measured_at = frame.unit, frame.slots, frame.at
+    pulse, device_user = frame.pulse, frame.user
+    message_flags = (*frame.status, "trailing_bytes") if frame.trailing else frame.status
 
     # Plausibility is judged in mmHg whatever unit the cuff sent.
     scale = MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)

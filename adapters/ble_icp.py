@@ -29,23 +29,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from adapters.ble_bp_layout import (
-    EXACT,
-    HAS_PULSE_RATE,
-    HAS_STATUS,
-    HAS_TIME_STAMP,
-    HAS_USER_ID,
-    MANDATORY_LENGTH,
-    MMHG_PER_KPA,
-    UNIT_KPA,
-    UNKNOWN_USER,
-    flag_names,
-    required_length,
-    status_flags,
-)
-from adapters.errors import DecodeError
-from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
-from adapters.ieee11073 import read_sfloat
+from adapters.ble_bp_layout import EXACT, MMHG_PER_KPA, read_frame
 from adapters.model import DecodeContext, Event, Unit
 
 CHANNEL = "ble/2a36"
@@ -56,44 +40,18 @@ _PRESSURE_MMHG = (Decimal(0), Decimal(350))
 
 def decode(payload: bytes, ctx: DecodeContext) -> list[Event]:
     """Decode one 0x2A36 notification into a ``bp.cuff_pressure`` event."""
-    if len(payload) < MANDATORY_LENGTH:
-        raise DecodeError(
-            CHANNEL, f"payload is {len(payload)} bytes; a cuff pressure needs at least 7"
-        )
-    flags = payload[0]
-    needed = required_length(flags)
-    if len(payload) < needed:
-        raise DecodeError(
-            CHANNEL,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({flag_names(flags)}) need {needed}",
-        )
-    unit = Unit.KPA if flags & UNIT_KPA else Unit.MMHG
-    pressure = read_sfloat(payload, 1, CHANNEL)
-    offset = MANDATORY_LENGTH
-
-    occurred_at = None
-    if flags & HAS_TIME_STAMP:
-        occurred_at = read_date_time(payload, offset, ctx.zone, CHANNEL)
-        offset += DATE_TIME_LENGTH
-    pulse_rate = None
-    if flags & HAS_PULSE_RATE:
-        pulse_rate = read_sfloat(payload, offset, CHANNEL).value
-        offset += 2
-    user = None
-    if flags & HAS_USER_ID:
-        user = None if payload[offset] == UNKNOWN_USER else payload[offset]
-        offset += 1
-    event_flags: list[str] = []
-    if flags & HAS_STATUS:
-        event_flags = list(status_flags(int.from_bytes(payload[offset : offset + 2], "little")))
-        offset += 2
+    # Slots 2 and 3 are unused in 0x2A36 (they may hold 0 or NaN): only the first is read.
+    frame = read_frame(payload, ctx, CHANNEL, "a cuff pressure", slots=1)
+    unit, (pressure,), occurred_at = frame.unit, frame.slots, frame.at
+    pulse_rate = None if frame.pulse is None else frame.pulse.value
+    user = frame.user
+    event_flags = list(frame.status)
     if pressure.value is not None:
         low, high = _PRESSURE_MMHG
         scale = MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
         if not low <= EXACT.multiply(pressure.value, scale) <= high:
             event_flags.append("implausible")
-    if len(payload) > offset:
+    if frame.trailing:
         event_flags.append("trailing_bytes")
 
     data: dict[str, Any] = {
