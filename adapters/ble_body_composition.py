@@ -51,6 +51,7 @@ from adapters.ble_weight import (
 )
 from adapters.catalogue import METRICS
 from adapters.errors import DecodeError
+from adapters.gatt_flags import check_length
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.model import DecodeContext, Event, Observation, Unit
 
@@ -92,14 +93,6 @@ _OPTIONAL_FIELDS = (
 )
 
 
-def _required_length(flags: int) -> int:
-    return _MANDATORY_LENGTH + sum(size for bit, size, _ in _OPTIONAL_FIELDS if flags & bit)
-
-
-def _flag_names(flags: int) -> str:
-    names = [name for bit, _, name in _OPTIONAL_FIELDS if flags & bit]
-    names.append("imperial" if flags & _IMPERIAL else "SI")
-    return ", ".join(names)
 
 
 def _step(kind: str, imperial: bool) -> tuple[Decimal, str]:
@@ -119,13 +112,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Observation | Event]:
             CHANNEL, f"payload is {len(payload)} bytes; a measurement needs at least 4"
         )
     flags = int.from_bytes(payload[0:2], "little")
-    needed = _required_length(flags)
-    if len(payload) < needed:
-        raise DecodeError(
-            CHANNEL,
-            f"payload is {len(payload)} bytes but flags 0x{flags:04x} "
-            f"({_flag_names(flags)}) need {needed}",
-        )
+    check_length(payload, CHANNEL, flags=flags, flag_bytes=2, mandatory=_MANDATORY_LENGTH,
+                 fields=_OPTIONAL_FIELDS, unit="imperial" if flags & _IMPERIAL else "SI")
     imperial = bool(flags & _IMPERIAL)
     raw_fat = int.from_bytes(payload[2:4], "little")
     offset = _MANDATORY_LENGTH

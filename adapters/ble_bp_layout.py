@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 
 from adapters.errors import DecodeError
+from adapters.gatt_flags import check_length
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.ieee11073 import MedFloat, read_sfloat
 from adapters.model import DecodeContext, Unit
@@ -59,16 +60,6 @@ MMHG_PER_KPA = Decimal("7.50062")  # PROTOCOLS.md §2.1
 EXACT = Context(prec=28, Emin=-999_999, Emax=999_999)
 
 
-def required_length(flags: int) -> int:
-    """The length the flags promise."""
-    return MANDATORY_LENGTH + sum(size for bit, size, _ in OPTIONAL_FIELDS if flags & bit)
-
-
-def flag_names(flags: int) -> str:
-    """The flagged fields and the unit, for a reject reason."""
-    names = [name for bit, _, name in OPTIONAL_FIELDS if flags & bit]
-    names.append("kPa" if flags & UNIT_KPA else "mmHg")
-    return ", ".join(names)
 
 
 def status_flags(status: int) -> tuple[str, ...]:
@@ -101,13 +92,8 @@ def read_frame(payload: bytes, ctx: DecodeContext, channel: str, what: str,
         raise DecodeError(
             channel, f"payload is {len(payload)} bytes; {what} needs at least 7")
     flags = payload[0]
-    needed = required_length(flags)
-    if len(payload) < needed:
-        raise DecodeError(
-            channel,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({flag_names(flags)}) need {needed}",
-        )
+    check_length(payload, channel, flags=flags, flag_bytes=1, mandatory=MANDATORY_LENGTH,
+                 fields=OPTIONAL_FIELDS, unit="kPa" if flags & UNIT_KPA else "mmHg")
     values = tuple(read_sfloat(payload, 1 + 2 * index, channel) for index in range(slots))
     offset = MANDATORY_LENGTH
     at = None

@@ -40,6 +40,7 @@ from decimal import Context, Decimal
 
 from adapters.catalogue import GLUCOSE_MOLES_LOINC, METRICS
 from adapters.errors import DecodeError
+from adapters.gatt_flags import check_length
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.ieee11073 import read_sfloat
 from adapters.model import DecodeContext, Event, Observation, Unit
@@ -107,9 +108,6 @@ def shift(value: Decimal, places: int) -> Decimal:
     return moved
 
 
-def _required_length(flags: int) -> int:
-    return _MANDATORY_LENGTH + sum(size for bit, size, _ in _OPTIONAL_FIELDS if flags & bit)
-
 
 def _measured_at(
     payload: bytes, offset_minutes: int | None, zone: tzinfo
@@ -138,13 +136,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Observation | Event]:
             CHANNEL, f"payload is {len(payload)} bytes; a measurement needs at least 10"
         )
     flags = payload[0]
-    needed = _required_length(flags)
-    if len(payload) < needed:
-        names = ", ".join(name for bit, _, name in _OPTIONAL_FIELDS if flags & bit)
-        raise DecodeError(
-            CHANNEL,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} ({names}) need {needed}",
-        )
+    check_length(payload, CHANNEL, flags=flags, flag_bytes=1, mandatory=_MANDATORY_LENGTH,
+                 fields=_OPTIONAL_FIELDS)
     sequence = int.from_bytes(payload[1:3], "little")
     offset = _MANDATORY_LENGTH
     offset_minutes = None

@@ -44,6 +44,7 @@ from typing import Any
 
 from adapters.catalogue import METRICS
 from adapters.errors import DecodeError
+from adapters.gatt_flags import check_length
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.ieee11073 import MedFloat, read_sfloat
 from adapters.model import AbsentReason, DecodeContext, Event, Observation, Unit
@@ -118,13 +119,8 @@ def _check_length(payload: bytes, channel: str, fields: _Fields) -> int:
             channel, f"payload is {len(payload)} bytes; a measurement needs at least 5"
         )
     flags = payload[0]
-    needed = _MANDATORY_LENGTH + sum(size for bit, size, _ in fields if flags & bit)
-    if len(payload) < needed:
-        names = ", ".join(name for bit, _, name in fields if flags & bit)
-        raise DecodeError(
-            channel,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} ({names}) need {needed}",
-        )
+    check_length(payload, channel, flags=flags, flag_bytes=1, mandatory=_MANDATORY_LENGTH,
+                 fields=fields)
     return flags
 
 

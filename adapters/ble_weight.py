@@ -33,6 +33,7 @@ from decimal import Context, Decimal
 
 from adapters.catalogue import METRICS, Metric
 from adapters.errors import DecodeError
+from adapters.gatt_flags import check_length
 from adapters.gatt_time import DATE_TIME_LENGTH, read_date_time
 from adapters.model import DecodeContext, Event, Observation, Unit
 
@@ -74,14 +75,6 @@ _OPTIONAL_FIELDS = (
 )
 
 
-def _required_length(flags: int) -> int:
-    return _MANDATORY_LENGTH + sum(size for bit, size, _ in _OPTIONAL_FIELDS if flags & bit)
-
-
-def _flag_names(flags: int) -> str:
-    names = [name for bit, _, name in _OPTIONAL_FIELDS if flags & bit]
-    names.append("imperial" if flags & _IMPERIAL else "SI")
-    return ", ".join(names)
 
 
 def scaled(raw: int, step: Decimal) -> Decimal:
@@ -137,13 +130,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Observation | Event]:
             f"weight 0xFFFF (measurement unsuccessful) but flags 0x{flags:02x} announce BMI "
             "and height; only time stamp and user id may follow",
         )
-    needed = _required_length(flags)
-    if len(payload) < needed:
-        raise DecodeError(
-            CHANNEL,
-            f"payload is {len(payload)} bytes but flags 0x{flags:02x} "
-            f"({_flag_names(flags)}) need {needed}",
-        )
+    check_length(payload, CHANNEL, flags=flags, flag_bytes=1, mandatory=_MANDATORY_LENGTH,
+                 fields=_OPTIONAL_FIELDS, unit="imperial" if flags & _IMPERIAL else "SI")
     imperial = bool(flags & _IMPERIAL)
     offset = _MANDATORY_LENGTH
     measured_at = None
