@@ -10,6 +10,7 @@ import psycopg
 from fastapi import Depends, Header, HTTPException, Request
 from psycopg_pool import ConnectionPool
 
+from gateway.api import scoping
 from gateway.auth import Caller, Role, TokenError, verify_token
 
 
@@ -48,14 +49,36 @@ def caller(state: State, authorization: Annotated[str | None, Header()] = None) 
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def patient_reader(who: CallerDep) -> Caller:
-    """A caller allowed to read patient data (clinicians' systems and admins)."""
-    if who.role not in (Role.CLINICIAN, Role.ADMIN):
-        raise HTTPException(403, f"role {who.role} may not read patient data")
+def _allowed(who: Caller, roles: tuple[Role, ...], what: str) -> Caller:
+    if who.role not in roles:
+        raise HTTPException(403, f"role {who.role} may not {what}")
     return who
 
 
+def patient_reader(who: CallerDep) -> Caller:
+    """A caller allowed to read patient data (clinicians' systems and admins)."""
+    return _allowed(who, (Role.CLINICIAN, Role.ADMIN), "read patient data")
+
+
+def events_reader(who: CallerDep) -> Caller:
+    """A caller allowed to read events (alarms, dispensers, device online/offline)."""
+    return _allowed(who, (Role.CLINICIAN, Role.ADMIN), "read events")
+
+
+def devices_reader(who: CallerDep) -> Caller:
+    """A caller allowed to read the principal's devices."""
+    return _allowed(who, (Role.CLINICIAN, Role.TECHNICIAN, Role.ADMIN), "read devices")
+
+
+def auditor(who: CallerDep) -> Caller:
+    """A caller allowed to read the principal's access log."""
+    return _allowed(who, (Role.AUDITOR, Role.ADMIN), "read the access log")
+
+
 PatientReader = Annotated[Caller, Depends(patient_reader)]
+EventsReader = Annotated[Caller, Depends(events_reader)]
+DevicesReader = Annotated[Caller, Depends(devices_reader)]
+Auditor = Annotated[Caller, Depends(auditor)]
 
 
 def connection(state: State) -> Iterator[psycopg.Connection[Any]]:
@@ -66,3 +89,22 @@ def connection(state: State) -> Iterator[psycopg.Connection[Any]]:
 
 
 Conn = Annotated[psycopg.Connection[Any], Depends(connection)]
+
+
+def scoped_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connection[Any]]:
+    """A pooled connection whose transaction runs as the application role, limited by
+    row-level security to the caller's principal (the second wall behind the queries)."""
+    with state.pool.connection() as conn:
+        scoping.enter(conn, who.principal, scoping.API_ROLE)
+        yield conn
+
+
+def audit_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connection[Any]]:
+    """Like ``scoped_connection``, as the auditors' role: it alone reads the access log."""
+    with state.pool.connection() as conn:
+        scoping.enter(conn, who.principal, scoping.AUDIT_ROLE)
+        yield conn
+
+
+ScopedConn = Annotated[psycopg.Connection[Any], Depends(scoped_connection)]
+AuditConn = Annotated[psycopg.Connection[Any], Depends(audit_connection)]
