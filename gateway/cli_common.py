@@ -11,7 +11,8 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from gateway.settings import ConfigurationError, Settings, database_url
+from gateway.settings import ConfigurationError, Settings, ca_passphrase, database_url
+from provisioning import broker_config
 from provisioning.errors import ProvisioningError
 
 
@@ -51,3 +52,11 @@ def connect(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
               "run `aidlink db migrate`")
     except psycopg.OperationalError as exc:
         fail(f"database: {str(exc).strip().splitlines()[0]}")
+
+
+def sync_broker(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, Any] | None:
+    """Commit, then refresh and reload the broker under AIDLINK_BROKER_DIR, if one is set."""
+    conn.commit()
+    result = broker_config.sync(conn, ca_passphrase(settings), settings.broker_dir)
+    conn.commit()
+    return result

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, fail, settings_of
+from gateway.cli_common import actor, connect, fail, settings_of, sync_broker
 from gateway.cli_provisioning import device_group
 from gateway.mqtt import new_client, parse_mqtt_url
 from gateway.settings import ConfigurationError, Settings, ca_passphrase, mqtt_url
@@ -54,9 +54,11 @@ def device_recondition(ctx: click.Context, device: str, reason: str | None,
         wipe = lifecycle.start_reconditioning(
             conn, device_id=device, actor=actor(), reason=reason,
             revoke_credentials=_revoker(conn, settings, "superseded"))
+        broker = sync_broker(conn, settings)
     published = publish_command(settings, wipe.topic, wipe.payload.encode())
     click.echo(dumps({"device_id": wipe.device_id, "topic": wipe.topic,
-                      "payload": wipe.payload, "published": published}))
+                      "payload": wipe.payload, "published": published,
+                      **({"broker": broker} if broker else {})}))
 
 
 def publish_command(settings: Settings, topic: str, payload: bytes) -> bool:
@@ -89,9 +91,10 @@ def device_retire(ctx: click.Context, device: str, reason: str) -> None:
     """Take a device out of service for good."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
-        click.echo(dumps(lifecycle.retire(
+        result = lifecycle.retire(
             conn, device_id=device, actor=actor(), reason=reason,
-            revoke_credentials=_revoker(conn, settings, "cessation_of_operation"))))
+            revoke_credentials=_revoker(conn, settings, "cessation_of_operation"))
+        click.echo(dumps(_with_broker(result, sync_broker(conn, settings))))
 
 
 @device_group.command("transfer")
@@ -103,9 +106,10 @@ def device_transfer(ctx: click.Context, device: str, to_principal: str, reason: 
     """Move a device in stock to another principal (history stays split by owner)."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
-        click.echo(dumps(lifecycle.transfer(
+        result = lifecycle.transfer(
             conn, device_id=device, to_principal=to_principal, actor=actor(), reason=reason,
-            revoke_credentials=_revoker(conn, settings, "affiliation_changed"))))
+            revoke_credentials=_revoker(conn, settings, "affiliation_changed"))
+        click.echo(dumps(_with_broker(result, sync_broker(conn, settings))))
 
 
 @device_group.command("reissue")
@@ -118,8 +122,13 @@ def device_reissue(ctx: click.Context, device: str, csr: Any) -> None:
     with connect(settings) as conn:
         result = onboarding.reissue(conn, ca_passphrase(settings), device_id=device,
                                     actor=actor(), csr_pem=None if csr is None else csr.read())
-        conn.commit()
+        # A reissued device leaves the ACL's deny list only when the broker reloads.
+        result = _with_broker(result, sync_broker(conn, settings))
     click.echo(dumps(result))
+
+
+def _with_broker(result: dict[str, Any], broker: dict[str, Any] | None) -> dict[str, Any]:
+    return {**result, "broker": broker} if broker is not None else result
 
 
 def _revoker(conn: Any, settings: Settings, reason: str) -> lifecycle.RevokeHook:

@@ -112,7 +112,8 @@ def gateway_password(settings: Settings) -> str:
 @click.option("--plain-port", type=click.IntRange(1, 65535), default=None,
               help="Loopback listener without TLS for the gateway and local tools.")
 @click.option("--refresh", is_flag=True, help="Only re-sign CRLs and passwords, then reload.")
-@click.option("--pid", type=int, default=None, help="Mosquitto's pid, to send SIGHUP.")
+@click.option("--pid", type=int, default=None,
+              help="Mosquitto's pid, to send SIGHUP; default from the directory's pid file.")
 @click.pass_context
 def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
                       password_port: int | None, plain_port: int | None, refresh: bool,
@@ -121,8 +122,9 @@ def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
     settings = settings_of(ctx)
     with connect(settings) as conn:
         if refresh:
-            result = broker_config.refresh_credentials(conn, ca_passphrase(settings), out,
-                                                       broker_pid=pid)
+            result = broker_config.refresh_credentials(
+                conn, ca_passphrase(settings), out,
+                broker_pid=pid or broker_config.running_pid(out.absolute()))
         else:
             result = broker_config.write_broker_config(
                 conn, ca_passphrase(settings), out, gateway_password=gateway_password(settings),
@@ -136,20 +138,24 @@ def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
 @click.argument("device")
 @click.option("--reason", type=click.Choice(pki.REASONS), required=True)
 @click.option("--broker-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The broker-config directory to refresh (CRLs, passwords).")
-@click.option("--pid", type=int, default=None, help="Mosquitto's pid, to send SIGHUP.")
+              help="The broker-config directory to refresh (CRLs, passwords, ACL);"
+                   " default AIDLINK_BROKER_DIR.")
+@click.option("--pid", type=int, default=None,
+              help="Mosquitto's pid, to send SIGHUP; default from the directory's pid file.")
 @click.pass_context
 def device_revoke(ctx: click.Context, device: str, reason: str, broker_dir: Path | None,
                   pid: int | None) -> None:
-    """Revoke a device's certificates and password; the broker refuses it from now on."""
+    """Revoke a device's certificates and password; the broker refuses it from now on,
+    and a session it has open loses its rights at the broker's reload."""
     settings = settings_of(ctx)
     passphrase = ca_passphrase(settings)
+    out = broker_dir or settings.broker_dir
     with connect(settings) as conn:
         result = pki.revoke(conn, passphrase, device, reason, actor())
         conn.commit()
-        if broker_dir is not None:
-            result["broker"] = broker_config.refresh_credentials(conn, passphrase, broker_dir,
-                                                                 broker_pid=pid)
+        if out is not None:
+            result["broker"] = broker_config.refresh_credentials(
+                conn, passphrase, out, broker_pid=pid or broker_config.running_pid(out.absolute()))
             conn.commit()
     click.echo(dumps(result))
 

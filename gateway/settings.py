@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     ca_passphrase: SecretStr | None = None
     # The gateway's MQTT password on a broker configured by `aidlink broker-config`.
     mqtt_gateway_password: SecretStr | None = None
+    # The directory `aidlink broker-config --out` wrote: revocations, reissues and
+    # retirements refresh its CRLs, passwords and ACL and reload the broker running on it.
+    broker_dir: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     # 1884, not 1883: a system Mosquitto (Debian starts one on install) keeps 1883.

@@ -174,7 +174,8 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             _every_class_week(settings, database_url, secret, broker_url, protocol)
             _print_demo(secret, settings, api_url, broker_url, hubs)
         app = create_app(database_url=database_url, secret=secret,
-                         gateway_health=gateway.health, ca_passphrase=ca_passphrase(settings))
+                         gateway_health=gateway.health, ca_passphrase=ca_passphrase(settings),
+                         broker_dir=settings.broker_dir)
         server = _ApiServer(uvicorn.Config(app, host=settings.api_host,
                                                port=settings.api_port, log_level="warning"))
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")

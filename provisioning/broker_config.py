@@ -10,7 +10,11 @@ What Mosquitto 2.0.11 (with OpenSSL 3) does with them, as tests/test_broker_tls.
 - A revoked certificate is refused from its next handshake, but a session already open
   stays up: certificates are not re-checked on reload. A device whose password is removed
   is disconnected at the reload.
-- A publish the ACL denies is dropped and the client's connection closed (MQTT-3.3.5-2).
+- ACLs are re-applied to open sessions on reload, and a ``topic deny`` in a user's own
+  section beats the patterns. So every client whose credentials are revoked gets one, and
+  from the reload on its open session can neither publish nor receive anything.
+- A publish the ACL denies is dropped and the client's connection closed (MQTT-3.3.5-2);
+  an MQTT 5 client gets PUBACK 0x87 (not authorised) instead.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import psycopg
 
 from provisioning import pki
+from provisioning.ca import now_or
 from provisioning.errors import InvalidInputError
 from provisioning.passwords import hash_password
 from provisioning.policy import current_policy
@@ -39,6 +44,7 @@ SERVER_KEY = "server.key"
 CRL = "crl.pem"
 PASSWORDS = "passwords"
 ACL = "acl"
+PID_FILE = "mosquitto.pid"
 MIN_GATEWAY_PASSWORD = 16
 
 # Patterns hold for every user; %u is the certificate CN or the MQTT username, which for a
@@ -54,6 +60,32 @@ user {GATEWAY_USER}
 topic read aidlink/v1/#
 topic write aidlink/v1/+/down/#
 """
+
+
+def _denied_clients(conn: Conn, now: datetime | None) -> list[str]:
+    """Clients that must lose their rights now: retired, or certificates revoked and none
+    valid and no password. Open sessions survive a CRL reload, so the ACL shuts them out."""
+    rows = conn.execute(
+        "SELECT d.client_id FROM devices d WHERE d.state = 'retired' OR ("
+        " d.mqtt_password_hash IS NULL"
+        " AND EXISTS (SELECT 1 FROM certificates c WHERE c.device_id = d.id"
+        "  AND c.revoked_at IS NOT NULL AND c.not_after > %(now)s)"
+        " AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.device_id = d.id"
+        "  AND c.revoked_at IS NULL AND c.not_after > %(now)s))"
+        " ORDER BY d.client_id",
+        {"now": now_or(now)},
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def acl_text(conn: Conn, now: datetime | None = None) -> str:
+    """The ACL: the patterns every device shares, then a deny section per revoked client."""
+    denied = "".join(f"\nuser {client}\ntopic deny aidlink/v1/#\n"
+                     for client in _denied_clients(conn, now))
+    if not denied:
+        return ACL_TEXT
+    heading = "\n# Revoked or retired: no rights, even in a session opened before.\n"
+    return ACL_TEXT + heading + denied[1:]
 
 
 def _write(path: Path, text: str, *, private: bool = False, owner: str | None = None) -> None:
@@ -101,6 +133,7 @@ def _config_text(out: Path, *, tls_version: str, listener_port: int, password_po
         f"password_file {out / PASSWORDS}",
         f"acl_file {out / ACL}",
         *([f"user {run_as}"] if run_as else []),
+        f"pid_file {out / PID_FILE}",
         "persistence true",
         f"persistence_location {out / 'data'}/",
         # Short autosave window and no silent drops: see gateway.services.mosquitto.
@@ -163,7 +196,7 @@ def write_broker_config(
     _write(out / CRL, _crls(conn, passphrase, codes, now), owner=owner)
     users = _password_lines(conn, passwords, hash_password(gateway_password))
     _write(out / PASSWORDS, users, private=True, owner=owner)
-    _write(out / ACL, ACL_TEXT, owner=owner)
+    _write(out / ACL, acl_text(conn, now), owner=owner)
     _write(out / CONFIG, _config_text(
         out, tls_version=tls_version, listener_port=listener_port, password_port=password_port,
         plain_port=plain_port, host=host, with_crl=bool(codes), run_as=run_as), owner=owner)
@@ -184,9 +217,20 @@ def reload_broker(pid: int) -> None:
     os.kill(pid, signal.SIGHUP)
 
 
+def running_pid(out: Path) -> int | None:
+    """The pid of the broker running on this configuration, from its pid file, if alive."""
+    try:
+        pid = int((out / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def refresh_credentials(conn: Conn, passphrase: bytes, out: Path, *, broker_pid: int | None = None,
                         now: datetime | None = None) -> dict[str, Any]:
-    """Re-sign every CRL and rewrite the password file (after a revocation); SIGHUP the broker.
+    """Re-sign every CRL, rewrite the password and ACL files (after a revocation, a reissue or
+    a retirement); SIGHUP the broker.
 
     Run it daily as well: a CRL past its next update makes the broker refuse that principal's
     devices. The gateway's password hash is kept from the existing password file.
@@ -205,7 +249,17 @@ def refresh_credentials(conn: Conn, passphrase: bytes, out: Path, *, broker_pid:
     _write(out / CRL, _crls(conn, passphrase, codes, now), owner=owner)
     users = _password_lines(conn, _password_principals(conn, codes), gateway_hash)
     _write(out / PASSWORDS, users, private=True, owner=owner)
+    acl = acl_text(conn, now)
+    _write(out / ACL, acl, owner=owner)
     if broker_pid is not None:
         reload_broker(broker_pid)
     return {"crls": len(codes), "password_users": users.count("\n"),
-            "reloaded": broker_pid is not None}
+            "denied_clients": acl.count("topic deny"), "reloaded": broker_pid is not None}
+
+
+def sync(conn: Conn, passphrase: bytes, out: Path | None) -> dict[str, Any] | None:
+    """After credentials changed: refresh the broker files under ``out`` (if the deployment
+    has them) and reload the broker running on them. Call it after the change committed."""
+    if out is None:
+        return None
+    return refresh_credentials(conn, passphrase, out, broker_pid=running_pid(out.absolute()))

@@ -13,6 +13,9 @@ import pytest
 from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
 from gateway.services.postgres import PostgresProcess, find_postgres_bin_dir
 
+# The broker site (fleet, broker files, Mosquitto over TLS) serves several test modules.
+pytest_plugins = ["tests.broker_site"]
+
 
 def missing_component(message: str) -> NoReturn:
     """Skip the test because ``message``'s component is missing, or fail if CI is set."""

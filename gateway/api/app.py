@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +25,7 @@ HealthProvider = Callable[[], dict[str, Any]]
 
 def create_app(*, database_url: str, secret: bytes,
                gateway_health: HealthProvider | None = None,
-               ca_passphrase: bytes | None = None) -> FastAPI:
+               ca_passphrase: bytes | None = None, broker_dir: Path | None = None) -> FastAPI:
     """The API over one database; ``gateway_health`` adds the in-process gateway's state;
     ``ca_passphrase`` lets the provisioning routes issue and revoke certificates."""
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -43,6 +44,8 @@ def create_app(*, database_url: str, secret: bytes,
     app = FastAPI(title="aidlink", version="0.1.0", lifespan=lifespan)
     app.state.aidlink = ApiState(pool=pool, secret=secret)
     app.state.aidlink_ca_passphrase = ca_passphrase
+    # Where `aidlink broker-config` wrote the broker's files: credential changes refresh them.
+    app.state.aidlink_broker_dir = broker_dir
     app.include_router(observations_router)
     app.include_router(provisioning_router)
     _errors(app)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from gateway.api.broker_sync import BrokerDir, sync
 from gateway.api.deps import Conn, State
 from gateway.api.provisioning_common import (
     AdminDep,
@@ -119,13 +120,14 @@ def return_device(device_id: str, body: ReturnBody, op: OperatorDep, conn: Conn)
 
 @router.post("/devices/{device_id}/recondition", response_model=WipePublic)
 def recondition(device_id: str, body: ReasonBody, op: OperatorDep, conn: Conn,
-                ca: Passphrase) -> WipePublic:
+                ca: Passphrase, broker: BrokerDir) -> WipePublic:
     """Start reconditioning: revoke, unpair, and return the wipe command to publish."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         wipe = lifecycle.start_reconditioning(
             conn, device_id=device_id, actor=op.actor, reason=body.reason,
             revoke_credentials=onboarding.revoke_hook(conn, ca, op.actor, _RECONDITION))
+    sync(conn, ca, broker, {})
     return WipePublic(device_id=wipe.device_id, nonce=wipe.nonce, topic=wipe.topic,
                       payload=wipe.payload)
 
@@ -150,29 +152,30 @@ def finish_reconditioning(device_id: str, op: OperatorDep, conn: Conn) -> Respon
 
 
 @router.post("/devices/{device_id}/reissue")
-def reissue(device_id: str, op: OperatorDep, conn: Conn, ca: Passphrase) -> Response:
+def reissue(device_id: str, op: OperatorDep, conn: Conn, ca: Passphrase,
+            broker: BrokerDir) -> Response:
     """New credentials (a certificate from a server-generated key) before reuse."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         result = onboarding.reissue(conn, ca, device_id=device_id, actor=op.actor)
-    return json_response(result)
+    return json_response(sync(conn, ca, broker, result))
 
 
 @router.post("/devices/{device_id}/retire")
 def retire(device_id: str, body: ReasonBody, op: OperatorDep, conn: Conn,
-           ca: Passphrase) -> Response:
+           ca: Passphrase, broker: BrokerDir) -> Response:
     """Take a device out of service for good."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         result = lifecycle.retire(
             conn, device_id=device_id, actor=op.actor, reason=body.reason,
             revoke_credentials=onboarding.revoke_hook(conn, ca, op.actor, _RETIRE))
-    return json_response(result)
+    return json_response(sync(conn, ca, broker, result))
 
 
 @router.post("/devices/{device_id}/transfer")
 def transfer(device_id: str, body: TransferBody, op: AdminDep, conn: Conn,
-             ca: Passphrase) -> Response:
+             ca: Passphrase, broker: BrokerDir) -> Response:
     """Give a device in stock to another principal (admins only: it spans two)."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
@@ -180,14 +183,14 @@ def transfer(device_id: str, body: TransferBody, op: AdminDep, conn: Conn,
             conn, device_id=device_id, to_principal=body.to_principal, actor=op.actor,
             reason=body.reason,
             revoke_credentials=onboarding.revoke_hook(conn, ca, op.actor, _TRANSFER))
-    return json_response(result)
+    return json_response(sync(conn, ca, broker, result))
 
 
 @router.post("/devices/{device_id}/revoke")
 def revoke(device_id: str, body: RevokeBody, op: OperatorDep, conn: Conn,
-           ca: Passphrase) -> Response:
+           ca: Passphrase, broker: BrokerDir) -> Response:
     """Revoke a device's certificates and password (the next CRL lists them)."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         result = pki.revoke(conn, ca, device_id, body.reason, op.actor)
-    return json_response(result)
+    return json_response(sync(conn, ca, broker, result))
