@@ -11,7 +11,14 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from gateway.settings import ConfigurationError, Settings, ca_passphrase, database_url
+from gateway.mqtt import new_client, parse_mqtt_url
+from gateway.settings import (
+    ConfigurationError,
+    Settings,
+    ca_passphrase,
+    database_url,
+    mqtt_url,
+)
 from provisioning import broker_config
 from provisioning.errors import ProvisioningError
 
@@ -60,3 +67,26 @@ def sync_broker(conn: psycopg.Connection[Any], settings: Settings) -> dict[str, 
     result = broker_config.sync(conn, ca_passphrase(settings), settings.broker_dir)
     conn.commit()
     return result
+
+
+def publish_command(settings: Settings, topic: str, payload: bytes, *,
+                    retain: bool = False) -> bool:
+    """Publish one QoS 1 command on the broker, if one is known; whether it was accepted."""
+    try:
+        target = parse_mqtt_url(mqtt_url(settings))
+    except ConfigurationError:
+        return False
+    client = new_client("aidlink-cli", protocol=settings.mqtt_protocol)
+    if target.username is not None:
+        client.username_pw_set(target.username, target.password)
+    try:
+        client.connect(target.host, target.port)
+        client.loop_start()
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        return info.is_published()
+    except OSError:
+        return False
+    finally:
+        client.disconnect()
+        client.loop_stop()

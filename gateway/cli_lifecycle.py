@@ -10,10 +10,9 @@ from typing import Any
 import click
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, fail, settings_of, sync_broker
+from gateway.cli_common import actor, connect, fail, publish_command, settings_of, sync_broker
 from gateway.cli_provisioning import device_group
-from gateway.mqtt import new_client, parse_mqtt_url
-from gateway.settings import ConfigurationError, Settings, ca_passphrase, mqtt_url
+from gateway.settings import Settings, ca_passphrase
 from provisioning import licences, lifecycle, onboarding, reports
 
 
@@ -59,28 +58,6 @@ def device_recondition(ctx: click.Context, device: str, reason: str | None,
     click.echo(dumps({"device_id": wipe.device_id, "topic": wipe.topic,
                       "payload": wipe.payload, "published": published,
                       **({"broker": broker} if broker else {})}))
-
-
-def publish_command(settings: Settings, topic: str, payload: bytes) -> bool:
-    """Publish one QoS 1 command on the broker, if one is known; whether it was accepted."""
-    try:
-        target = parse_mqtt_url(mqtt_url(settings))
-    except ConfigurationError:
-        return False
-    client = new_client("aidlink-cli", protocol=settings.mqtt_protocol)
-    if target.username is not None:
-        client.username_pw_set(target.username, target.password)
-    try:
-        client.connect(target.host, target.port)
-        client.loop_start()
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
-        return info.is_published()
-    except OSError:
-        return False
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 @device_group.command("retire")

@@ -11,10 +11,10 @@ from typing import Any
 import click
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, fail, settings_of
+from gateway.cli_common import actor, connect, fail, publish_command, settings_of
 from gateway.cli_provisioning import device_group
 from gateway.settings import Settings, ca_passphrase
-from provisioning import broker_config, pki, policy
+from provisioning import broker_config, pki, policy, renewal
 
 GATEWAY_PASSWORD_FILE = "gateway-mqtt.password"  # noqa: S105 - a file name, not a secret
 
@@ -164,18 +164,30 @@ def device_revoke(ctx: click.Context, device: str, reason: str, broker_dir: Path
 @click.argument("device", required=False)
 @click.option("--due", is_flag=True, help="Renew every certificate inside its renewal window.")
 @click.option("--csr", type=click.File("r"), default=None, help="The device's own CSR (PEM).")
+@click.option("--new-key", is_flag=True,
+              help="Generate a new key (printed once) instead of certifying the device's key.")
+@click.option("--deliver", is_flag=True,
+              help="Publish renewed certificates on the devices' down topics (QoS 1).")
 @click.pass_context
-def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any) -> None:
-    """Renew a device's certificate before it expires (under the current policy), or all due."""
+def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any, new_key: bool,
+                 deliver: bool) -> None:
+    """Renew a device's certificate before it expires (under the current policy), or all due.
+
+    Without --csr or --new-key the device's current key is certified again, so the new
+    certificate can be sent to the device over MQTT (--deliver) with nothing secret in it.
+    """
     if (device is None) == (not due):
         fail("give a DEVICE or --due", 2)
+    if csr is not None and new_key:
+        fail("give --csr or --new-key, not both", 2)
     settings = settings_of(ctx)
     passphrase = ca_passphrase(settings)
     with connect(settings) as conn:
         targets = [device] if device else [r["device_id"] for r in pki.due_for_renewal(conn)]
         for target in targets:
             issued = pki.renew(conn, passphrase, device_id=target, actor=actor(),
-                               csr_pem=None if csr is None else csr.read())
+                               csr_pem=None if csr is None else csr.read(),
+                               keep_key=csr is None and not new_key)
             conn.commit()
             row: dict[str, Any] = {"device_id": target, "certificate_serial": issued.serial,
                                    "certificate_not_after": issued.not_after,
@@ -183,3 +195,9 @@ def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any) ->
             if issued.private_key_pem is not None:
                 row["private_key_pem"] = issued.private_key_pem
             click.echo(dumps(row))
+        if deliver:
+            def publish(topic: str, payload: bytes) -> bool:
+                return publish_command(settings, topic, payload, retain=True)
+
+            for sent in renewal.deliver(conn, publish, actor=actor()):
+                click.echo(dumps(sent))

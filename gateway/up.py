@@ -22,6 +22,7 @@ from gateway.api.app import create_app
 from gateway.auth import Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
 from gateway.ingest.pipeline import Gateway, GatewayConfig
+from gateway.renewal_thread import RenewalLoop
 from gateway.settings import (
     RUNTIME_FILE,
     Settings,
@@ -159,6 +160,11 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
         if not gateway.wait_connected(10):
             _say("aidlink up: the gateway could not connect to the broker")
             sys.exit(1)
+        if settings.renew_interval_s:
+            renewer = RenewalLoop(database_url, broker_url, ca_passphrase(settings),
+                                  interval_s=settings.renew_interval_s, protocol=protocol)
+            renewer.start()
+            stack.callback(renewer.stop)
         if settings.dc09_port:
             receiver = Dc09Receiver(gateway, database_url, host="127.0.0.1",
                                     port=settings.dc09_port)

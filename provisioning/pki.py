@@ -73,6 +73,21 @@ def _subject_key(policy: Policy, device_id: str, csr_pem: str | bytes | None
     return public_key, None
 
 
+def _kept_key(conn: Conn, policy: Policy, device_id: str, serial: str
+              ) -> CertificatePublicKeyTypes:
+    """The public key of certificate ``serial``, if the current policy still allows it."""
+    row = conn.execute("SELECT pem FROM certificates WHERE serial = %s", (serial,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"certificate {serial} of device {device_id} does not exist")
+    public_key = x509.load_pem_x509_certificate(str(row[0]).encode()).public_key()
+    algorithm = key_algorithm_of(public_key)
+    if algorithm != policy.key_algorithm:
+        raise PolicyError(f"device {device_id} holds an {algorithm} key, which {policy.label()}"
+                          f" no longer allows (key_algorithm: {policy.key_algorithm}); renew it"
+                          " with a CSR for a new key")
+    return public_key
+
+
 def _device(conn: Conn, device_id: str, *, retired_ok: bool = False) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute("SELECT id, principal_code, client_id, state FROM devices WHERE id = %s",
@@ -91,10 +106,13 @@ def _history(conn: Conn, device_id: str, action: str, actor: str, **detail: Any)
 
 
 def _certify(conn: Conn, passphrase: bytes, device: dict[str, Any], csr_pem: str | bytes | None,
-             actor: str, action: str, now: datetime) -> Issued:
+             actor: str, action: str, now: datetime, *, kept_from: str | None = None) -> Issued:
     principal = device["principal_code"]
     policy = current_policy(conn, principal)
-    public_key, private_pem = _subject_key(policy, device["id"], csr_pem)
+    if kept_from is not None:
+        public_key, private_pem = _kept_key(conn, policy, device["id"], kept_from), None
+    else:
+        public_key, private_pem = _subject_key(policy, device["id"], csr_pem)
     ca = authority(conn, passphrase, principal, now)
     cert = leaf(ca, public_key, device["client_id"], now - BACKDATE,
                  now + timedelta(days=policy.certificate_lifetime_days))
@@ -131,8 +149,14 @@ def issue(conn: Conn, passphrase: bytes, *, device_id: str, principal: str, clie
 
 
 def renew(conn: Conn, passphrase: bytes, *, device_id: str, csr_pem: str | bytes | None = None,
-          actor: str = "system", now: datetime | None = None) -> Issued:
-    """A successor to the device's current certificate, which stays valid until it expires."""
+          keep_key: bool = False, actor: str = "system", now: datetime | None = None) -> Issued:
+    """A successor to the device's current certificate, which stays valid until it expires.
+
+    The new certificate is for the CSR's key, for the key the device already holds
+    (``keep_key``: nothing secret has to reach the device), or else for a new generated key.
+    """
+    if keep_key and csr_pem is not None:
+        raise InvalidInputError("renew with the device's CSR or with its current key, not both")
     moment = now_or(now)
     device = _device(conn, device_id)
     with conn.transaction():
@@ -150,7 +174,8 @@ def renew(conn: Conn, passphrase: bytes, *, device_id: str, csr_pem: str | bytes
         if not_after <= moment:
             raise ConflictError(f"certificate {serial} of device {device_id} expired at"
                                 f" {not_after.isoformat()}; issue a new one instead")
-        issued = _certify(conn, passphrase, device, csr_pem, actor, "certificate_renewed", moment)
+        issued = _certify(conn, passphrase, device, csr_pem, actor, "certificate_renewed", moment,
+                          kept_from=serial if keep_key else None)
         conn.execute("UPDATE certificates SET replaced_by = %s WHERE serial = %s",
                      (issued.serial, serial))
     return issued

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from gateway import db
-from gateway.cli_lifecycle import publish_command
+from gateway.cli_common import publish_command
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.settings import load_settings
 from provisioning import lifecycle, service

@@ -1,0 +1,162 @@
+"""Certificates renewed on schedule for the key the device holds, and delivered over MQTT."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway import db
+from gateway.renewal_thread import RenewalLoop
+from gateway.services.mosquitto import MosquittoProcess
+from provisioning import pki, renewal, service
+from provisioning.policy import set_policy
+from simulators.hub import Hub
+from tests.support import wait_for
+
+Conn = psycopg.Connection[Any]
+PASSPHRASE = secrets.token_urlsafe(24).encode()
+# Issued this long ago under a 365-day lifetime, a certificate is 15 days from expiry:
+# inside the default 30-day renewal window.
+AGED = timedelta(days=350)
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    """A migrated database with Region Dalarna (mTLS, EC P-256) and Falun."""
+    db.migrate(database_url)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        service.add_principal(connection, "20", "Region Dalarna")
+        service.add_principal(connection, "2080", "Falun")
+        yield connection
+
+
+def _device(conn: Conn, principal: str, serial: str) -> str:
+    row = service.onboard_device(conn, principal=principal, model="sim-hub", serial=serial,
+                                 actor="tech-1")
+    return str(row["device_id"])
+
+
+def _csr(key: ec.EllipticCurvePrivateKey) -> str:
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "factory")]))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+
+def _issue(conn: Conn, device: str, principal: str = "20", *, age: timedelta = AGED,
+           key: ec.EllipticCurvePrivateKey | None = None) -> pki.Issued:
+    return pki.issue(conn, PASSPHRASE, device_id=device, principal=principal,
+                     client_id=device, csr_pem=None if key is None else _csr(key),
+                     now=datetime.now(UTC) - age)
+
+
+def _public(pem: str) -> bytes:
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    return cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _actions(conn: Conn, device: str) -> list[str]:
+    rows = conn.execute("SELECT action FROM device_history WHERE device_id = %s ORDER BY id",
+                        (device,)).fetchall()
+    return [row[0] for row in rows]
+
+
+class Commands:
+    """What a simulated device receives on its down topics."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, command: str, payload: bytes) -> None:
+        with self.lock:
+            self.received.append((command, json.loads(payload)))
+
+
+def test_the_schedule_renews_for_the_device_key_and_delivers_over_mqtt(
+        conn: Conn, database_url: str, mosquitto: MosquittoProcess) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    online, offline, fresh = (_device(conn, "20", s) for s in ("A", "B", "D"))
+    rekey = _device(conn, "2080", "C")
+    old = _issue(conn, online, key=key)
+    _issue(conn, offline)
+    _issue(conn, rekey, "2080")
+    _issue(conn, fresh, age=timedelta(days=1))
+    set_policy(conn, "2080", {"key_algorithm": "EC-P384"}, "test")
+    commands, late = Commands(), Commands()
+    hub = Hub(mosquitto.url, online, on_command=commands)
+    hub.connect()
+    loop = RenewalLoop(database_url, mosquitto.url, PASSPHRASE, interval_s=3600)
+    loop.start()
+    try:
+        wait_for(lambda: loop.rounds, 15, "the first renewal round")
+        wait_for(lambda: commands.received, 5, "the certificate at the device")
+        second = loop.run_once()
+        # Retained: a device that was offline finds its certificate when it connects.
+        later = Hub(mosquitto.url, offline, on_command=late)
+        later.connect()
+        wait_for(lambda: late.received, 5, "the retained certificate")
+        later.close()
+    finally:
+        loop.stop()
+        hub.close()
+    ((command, document),) = commands.received
+    assert command == renewal.COMMAND
+    assert document["v"] == 1
+    new_cert = x509.load_pem_x509_certificate(document["certificate_pem"].encode())
+    intermediate = x509.load_pem_x509_certificates(document["ca_chain_pem"].encode())[0]
+    new_cert.verify_directly_issued_by(intermediate)
+    assert _public(document["certificate_pem"]) == _public(old.certificate_pem)
+    assert format(new_cert.serial_number, "x") == document["serial"] != old.serial
+    assert new_cert.not_valid_after_utc > old.not_after
+    assert new_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == online
+    # The old certificate stays valid (not revoked) until it expires.
+    assert conn.execute("SELECT revoked_at, replaced_by FROM certificates WHERE serial = %s",
+                        (old.serial,)).fetchone() == (None, document["serial"])
+    assert _actions(conn, online)[-2:] == ["certificate_renewed", renewal.DELIVERED]
+    assert [c for c, _ in late.received] == [renewal.COMMAND]
+    assert second == {"renewed": [], "refused": [
+        {"device_id": rekey, "serial": second["refused"][0]["serial"],
+         "reason": second["refused"][0]["reason"]}], "delivered": []}
+    assert "key_algorithm: EC-P384" in second["refused"][0]["reason"]
+    assert "certificate_renewed" not in _actions(conn, fresh)
+
+
+def test_a_certificate_the_broker_did_not_take_is_sent_again(conn: Conn) -> None:
+    device = _device(conn, "20", "A")
+    _issue(conn, device)
+    attempts: list[str] = []
+
+    def refused(topic: str, payload: bytes) -> bool:
+        attempts.append(topic)
+        return False
+
+    first = renewal.run_round(conn, PASSPHRASE, refused)
+    pending = renewal.pending_deliveries(conn)
+    second = renewal.run_round(conn, PASSPHRASE, lambda topic, payload: True)
+    assert [r["device_id"] for r in first["renewed"]] == [device]
+    assert [d["published"] for d in first["delivered"]] == [False]
+    assert attempts == [f"aidlink/v1/{device}/down/certificate"]
+    assert [p.serial for p in pending] == [first["renewed"][0]["serial"]]
+    assert second["renewed"] == []
+    assert [(d["serial"], d["published"]) for d in second["delivered"]] == [
+        (first["renewed"][0]["serial"], True)]
+    assert renewal.pending_deliveries(conn) == []
+
+
+def test_a_reissued_certificate_is_not_sent_over_mqtt(conn: Conn) -> None:
+    device = _device(conn, "20", "A")
+    _issue(conn, device)
+    _issue(conn, device, age=timedelta(0))  # a reissue supersedes: it went out in a bundle
+    assert renewal.pending_deliveries(conn) == []
