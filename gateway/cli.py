@@ -12,15 +12,12 @@ from adapters.errors import DecodeError, UnknownChannelError
 from adapters.model import DecodeContext, dumps
 from adapters.registry import ADAPTERS, decode
 from gateway import db, profiles
-from gateway.auth import Role, issue_token
-from gateway.cli_common import connect, fail, settings_of
+from gateway.cli_common import fail, settings_of
 from gateway.settings import (
     ConfigurationError,
     database_url,
     load_settings,
-    server_secret,
 )
-from provisioning import service
 
 
 @click.group()
@@ -123,31 +120,10 @@ def db_migrate(ctx: click.Context) -> None:
     click.echo(dumps({"applied": applied}))
 
 
-@main.command("token")
-@click.option("--principal", required=True)
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
-@click.option("--subject", default=None, help="Who the token is for (default: the role).")
-@click.option("--ttl", type=click.IntRange(60, 30 * 86400), default=None,
-              help="Lifetime in seconds.")
-@click.pass_context
-def token_cmd(ctx: click.Context, principal: str, role: str, subject: str | None,
-              ttl: int | None) -> None:
-    """Print a bearer token bound to one principal and role."""
-    settings = settings_of(ctx)
-    try:
-        url = database_url(settings)
-    except ConfigurationError:
-        url = None
-    if url is not None:
-        with connect(settings) as conn:
-            service.get_principal(conn, principal)
-    click.echo(issue_token(server_secret(settings), principal=principal, role=Role(role),
-                           subject=subject or f"cli-{role}",
-                           ttl_seconds=ttl or settings.token_ttl_seconds))
-
-
 def _register_commands() -> None:
     from gateway.cli_bulk import device_bulk
+    from gateway.cli_clients import client_group, keys_group, token_cmd
+    from gateway.cli_data import data_group
     from gateway.cli_lifecycle import licence_group, report_group
     from gateway.cli_provisioning import device_group, principal_group
     from gateway.cli_security import broker_config_cmd, policy_group
@@ -156,7 +132,8 @@ def _register_commands() -> None:
 
     device_group.add_command(device_bulk)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
-                    licence_group, report_group, bench_group, simulate_cmd, up_cmd):
+                    licence_group, report_group, bench_group, simulate_cmd, up_cmd,
+                    client_group, keys_group, token_cmd, data_group):
         main.add_command(command)
 
 

@@ -43,9 +43,11 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=500, ge=1)
     batch_max_delay_ms: int = Field(default=100, ge=1, le=100)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
-    token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
+    token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=24 * 3600)
     # How often `aidlink up` renews the certificates due and sends them to devices; 0: never.
     renew_interval_s: int = Field(default=3600, ge=0)
+    # How often `aidlink up` applies retention and refreshes the daily aggregates; 0: never.
+    housekeeping_interval_s: int = Field(default=24 * 3600, ge=0)
 
 
 class ConfigurationError(Exception):

@@ -15,6 +15,7 @@ from gateway import db
 from gateway.api.app import create_app
 from gateway.auth import Role, issue_token
 from gateway.ingest.pipeline import Gateway, GatewayConfig
+from gateway.token_keys import genesis_key
 from provisioning import service
 
 SECRET = b"test-secret-that-is-long-enough-for-hmac-0123456789"
@@ -74,16 +75,21 @@ def running_gateway(database_url: str, mqtt_url: str, **options: Any) -> Iterato
 
 
 @contextmanager
-def api_client(database_url: str) -> Iterator[TestClient]:
-    """The API over the test database."""
-    with TestClient(create_app(database_url=database_url, secret=SECRET)) as client:
+def api_client(database_url: str, **options: Any) -> Iterator[TestClient]:
+    """The API over the test database; ``options`` go to ``create_app``."""
+    with TestClient(create_app(database_url=database_url, secret=SECRET, **options)) as client:
         yield client
 
 
 def bearer(principal: str, role: Role = Role.CLINICIAN) -> dict[str, str]:
-    """Authorization header for a principal and role."""
-    token = issue_token(SECRET, principal=principal, role=role, subject=f"test-{role}",
-                        ttl_seconds=600)
+    """Authorization header for a principal and role.
+
+    Signed by the first key of every database made with SECRET (derived from the secret), so
+    it works before any database exists and with any app built on SECRET, until the test
+    rotates the keys.
+    """
+    token = issue_token(genesis_key(SECRET), principal=principal, role=role,
+                        subject=f"test-{role}", ttl_seconds=600)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -11,15 +11,21 @@ from fastapi import Depends, Header, HTTPException, Request
 from psycopg_pool import ConnectionPool
 
 from gateway.api import scoping
-from gateway.auth import Caller, Role, TokenError, verify_token
+from gateway.api.limits import RateLimiter
+from gateway.auth import Caller, Role, Scope, TokenError, verify_token
+from gateway.token_keys import KeyRing, KeyRingError
 
 
 @dataclass(frozen=True, slots=True)
 class ApiState:
-    """What the routes share: the pool and the server secret."""
+    """What the routes share: the pool, the server secret, the token key ring, the per-client
+    rate limiter (None: unlimited) and the lifetime of the tokens ``/oauth/token`` issues."""
 
     pool: ConnectionPool[psycopg.Connection[Any]]
     secret: bytes
+    keys: KeyRing
+    limiter: RateLimiter | None
+    token_ttl_seconds: int
 
 
 def api_state(request: Request) -> ApiState:
@@ -32,7 +38,9 @@ State = Annotated[ApiState, Depends(api_state)]
 
 
 def caller(state: State, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    """The caller, from its bearer token; 401 naming what is wrong otherwise."""
+    """The caller, from its bearer token; 401 naming what is wrong otherwise, 429 when the
+    client has spent its rate limit (counted only once the token is verified, so nobody can
+    spend another client's requests)."""
     if authorization is None:
         raise HTTPException(401, "missing Authorization header (Bearer token)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -41,38 +49,62 @@ def caller(state: State, authorization: Annotated[str | None, Header()] = None) 
         raise HTTPException(401, "Authorization must be 'Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
     try:
-        return verify_token(state.secret, token.strip())
+        who = verify_token(state.keys, token.strip())
     except TokenError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    except KeyRingError as exc:
+        raise HTTPException(503, f"tokens cannot be checked: {exc}") from exc
+    rate_limit(state.limiter, who)
+    return who
+
+
+def rate_limit(limiter: RateLimiter | None, who: Caller) -> None:
+    """429 with Retry-After when ``who``'s client is over its limit."""
+    if limiter is None:
+        return
+    # A client id is unique, but command-line tokens share theirs across principals.
+    wait = limiter.take(f"{who.principal}/{who.subject}")
+    if wait is not None:
+        raise HTTPException(
+            429, f"client {who.subject} of principal {who.principal} is over its rate limit"
+                 f" of {limiter.describe()}; retry after {wait} s",
+            headers={"Retry-After": str(wait)})
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
 
 
-def _allowed(who: Caller, roles: tuple[Role, ...], what: str) -> Caller:
+def allowed(who: Caller, roles: tuple[Role, ...], scope: Scope, what: str) -> Caller:
+    """``who`` if its role is one of ``roles`` and its token has ``scope``; 403 naming which
+    is missing otherwise."""
     if who.role not in roles:
         raise HTTPException(403, f"role {who.role} may not {what}")
+    if scope not in who.scopes:
+        granted = ", ".join(sorted(who.scopes)) or "none"
+        raise HTTPException(403, f"token of client {who.subject} lacks scope {scope}, needed"
+                                 f" to {what} (its scopes: {granted})")
     return who
 
 
 def patient_reader(who: CallerDep) -> Caller:
     """A caller allowed to read patient data (clinicians' systems and admins)."""
-    return _allowed(who, (Role.CLINICIAN, Role.ADMIN), "read patient data")
+    return allowed(who, (Role.CLINICIAN, Role.ADMIN), Scope.OBSERVATIONS, "read patient data")
 
 
 def events_reader(who: CallerDep) -> Caller:
     """A caller allowed to read events (alarms, dispensers, device online/offline)."""
-    return _allowed(who, (Role.CLINICIAN, Role.ADMIN), "read events")
+    return allowed(who, (Role.CLINICIAN, Role.ADMIN), Scope.EVENTS, "read events")
 
 
 def devices_reader(who: CallerDep) -> Caller:
     """A caller allowed to read the principal's devices."""
-    return _allowed(who, (Role.CLINICIAN, Role.TECHNICIAN, Role.ADMIN), "read devices")
+    return allowed(who, (Role.CLINICIAN, Role.TECHNICIAN, Role.ADMIN), Scope.DEVICES,
+                   "read devices")
 
 
 def auditor(who: CallerDep) -> Caller:
     """A caller allowed to read the principal's access log."""
-    return _allowed(who, (Role.AUDITOR, Role.ADMIN), "read the access log")
+    return allowed(who, (Role.AUDITOR, Role.ADMIN), Scope.AUDIT, "read the access log")
 
 
 PatientReader = Annotated[Caller, Depends(patient_reader)]

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Query, Request, Response
 
 from adapters.model import dumps
-from gateway.api.deps import CallerDep, Conn
-from gateway.auth import Caller, Role
+from gateway.api.deps import CallerDep, Conn, allowed
+from gateway.auth import Caller, Role, Scope
 from provisioning import reports, service
 from provisioning.errors import (
     ConflictError,
@@ -55,9 +55,7 @@ class Operator:
 
 def operator(who: CallerDep) -> Operator:
     """The one place that decides whether the caller may provision, and for whom."""
-    if who.role not in _OPERATORS:
-        raise HTTPException(403, f"role {who.role} may not provision devices")
-    return Operator(who)
+    return Operator(allowed(who, _OPERATORS, Scope.PROVISIONING, "provision devices"))
 
 
 OperatorDep = Annotated[Operator, Depends(operator)]
