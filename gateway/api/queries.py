@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,6 +15,9 @@ from psycopg.types.json import Jsonb
 from gateway.auth import Caller
 
 MAX_PAGE = 1000
+# The longest period one search may cover (a year, leap day included). A search names the
+# readings it needs; a whole history is read period by period, each read logged on its own.
+MAX_RANGE = timedelta(days=366)
 
 
 class CursorError(ValueError):
@@ -29,13 +32,28 @@ class ObservationQuery:
     patient_key: str | None = None
     device_id: str | None = None
     loinc: str | None = None
-    mdc: int | None = None
     since: datetime | None = None
     until: datetime | None = None
     since_inclusive: bool = True
     until_inclusive: bool = False
     limit: int = 100
     after: tuple[datetime, str, str] | None = None
+
+
+def range_problem(since: datetime | None, until: datetime | None, now: datetime,
+                  *, lower: str, upper: str) -> str | None:
+    """What is wrong with a searched period, or None. The period runs from the lower bound to
+    the upper bound, or to ``now`` when there is none; with no lower bound the search reads the
+    newest readings first, page by page, and is not capped."""
+    if since is None:
+        return None
+    end = until if until is not None else now
+    if end - since <= MAX_RANGE:
+        return None
+    days = (end - since).total_seconds() / 86_400
+    to = upper if until is not None else "now (no upper bound given)"
+    return (f"{lower} to {to} spans {days:.1f} days; a search may cover at most "
+            f"{MAX_RANGE.days} days, so search a longer period in parts")
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -72,9 +90,6 @@ def fetch_observations(
     if query.loinc is not None:
         clauses.append("code = %(loinc)s")
         params["loinc"] = query.loinc
-    if query.mdc is not None:
-        clauses.append("mdc = %(mdc)s")
-        params["mdc"] = query.mdc
     if query.since is not None:
         clauses.append("ts >= %(since)s" if query.since_inclusive else "ts > %(since)s")
         params["since"] = query.since
