@@ -19,8 +19,9 @@ import uvicorn
 
 from gateway import db, demo, demo_week
 from gateway.api.app import create_app
-from gateway.auth import Role, issue_token
+from gateway.auth import MAX_TOKEN_TTL_SECONDS, Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
+from gateway.housekeeping_thread import Housekeeping
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.renewal_thread import RenewalLoop
 from gateway.settings import (
@@ -30,6 +31,8 @@ from gateway.settings import (
     load_settings,
     server_secret,
 )
+from gateway.settings import database_url as configured_database_url
+from gateway.token_keys import KeyRing
 
 log = logging.getLogger("aidlink.up")
 
@@ -165,6 +168,11 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
                                   interval_s=settings.renew_interval_s, protocol=protocol)
             renewer.start()
             stack.callback(renewer.stop)
+        if settings.housekeeping_interval_s:
+            housekeeping = Housekeeping(database_url,
+                                        interval_s=settings.housekeeping_interval_s)
+            housekeeping.start()
+            stack.callback(housekeeping.stop)
         if settings.dc09_port:
             receiver = Dc09Receiver(gateway, database_url, host="127.0.0.1",
                                     port=settings.dc09_port)
@@ -181,7 +189,8 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             _print_demo(secret, settings, api_url, broker_url, hubs)
         app = create_app(database_url=database_url, secret=secret,
                          gateway_health=gateway.health, ca_passphrase=ca_passphrase(settings),
-                         broker_dir=settings.broker_dir)
+                         broker_dir=settings.broker_dir,
+                         token_ttl_seconds=settings.token_ttl_seconds)
         server = _ApiServer(uvicorn.Config(app, host=settings.api_host,
                                                port=settings.api_port, log_level="warning"))
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")
@@ -207,8 +216,12 @@ def _every_class_week(settings: Settings, database_url: str, secret: bytes, brok
 def _print_demo(secret: bytes, settings: Settings, api_url: str, broker_url: str,
                 hubs: list[demo.DemoHub]) -> None:
     first = hubs[0]
-    token = issue_token(secret, principal=first.principal, role=Role.CLINICIAN,
-                        subject="demo-clinician", ttl_seconds=settings.token_ttl_seconds)
+    # runtime.json, written before this, names the database even when it is the embedded one.
+    db_url = configured_database_url(settings)
+    ring = KeyRing(lambda: psycopg.connect(db_url), secret)
+    token = issue_token(ring.current(), principal=first.principal, role=Role.CLINICIAN,
+                        subject="demo-clinician",
+                        ttl_seconds=min(settings.token_ttl_seconds, MAX_TOKEN_TTL_SECONDS))
     patient = first.cuffs[0][1]
     url = f"{api_url}/fhir/r4/Observation?subject=Patient/{patient}&_count=5"
     click.echo(f"""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import jwt
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -15,8 +17,9 @@ from fhir.resources.capabilitystatement import CapabilityStatement
 from fhir.resources.observation import Observation as FhirObservation
 from fhir.resources.operationoutcome import OperationOutcome
 
-from gateway.auth import Role, issue_token
+from gateway.auth import Role, SigningKey, issue_token
 from gateway.ingest.store import BatchStore, Incoming
+from gateway.token_keys import genesis_key
 from simulators.bpm import BpReading, encode
 from tests.support import SECRET, Fleet, api_client, bearer, count, seed
 
@@ -106,9 +109,13 @@ def test_fhir_search_by_code_and_date_with_next_links(client: TestClient, fleet:
     times = [e["resource"]["effectiveDateTime"] for e in first.json()["entry"] + second["entry"]]
     assert times == ["2026-11-01T11:00:00Z", "2026-11-01T10:00:00Z", "2026-11-01T09:00:00Z"]
     assert [link["relation"] for link in second["link"]] == ["self"]
+    # Diastolic pressure is a component: the search finds whole blood-pressure panels.
     resource = FhirObservation.model_validate(second["entry"][0]["resource"])
-    assert resource.valueQuantity is not None
-    assert resource.valueQuantity.value == Decimal(80)
+    assert resource.component is not None
+    diastolic = resource.component[1]
+    assert [c.code for c in diastolic.code.coding or []] == ["150022", "8462-4"]
+    assert diastolic.valueQuantity is not None
+    assert diastolic.valueQuantity.value == Decimal(80)
 
 
 def test_fhir_keeps_the_measured_precision(client: TestClient, fleet: Fleet,
@@ -130,12 +137,13 @@ def test_special_values_become_data_absent_reasons(client: TestClient, fleet: Fl
     body = client.get("/fhir/r4/Observation", headers=bearer("20"),
                       params={"subject": f"Patient/{fleet.patient}"}).json()
     reasons = {}
-    for entry in body["entry"]:
-        resource = FhirObservation.model_validate(entry["resource"])
-        assert resource.valueQuantity is None
-        assert resource.dataAbsentReason is not None
-        loinc = next(c.code for c in resource.code.coding or [] if c.system == "http://loinc.org")
-        reasons[loinc] = next(c.code for c in resource.dataAbsentReason.coding or [])
+    (entry,) = body["entry"]
+    panel = FhirObservation.model_validate(entry["resource"])
+    for component in panel.component or []:
+        assert component.valueQuantity is None
+        assert component.dataAbsentReason is not None
+        loinc = next(c.code for c in component.code.coding or [] if c.system == "http://loinc.org")
+        reasons[loinc] = next(c.code for c in component.dataAbsentReason.coding or [])
     assert reasons == {"8480-6": "not-a-number", "8462-4": "error", "8478-0": "positive-infinity"}
 
 
@@ -159,10 +167,15 @@ def test_fhir_errors_are_operation_outcomes(client: TestClient, fleet: Fleet) ->
 def test_missing_bad_or_expired_tokens_are_refused(client: TestClient, fleet: Fleet) -> None:
     url = "/v1/observations"
     params = {"patient": fleet.patient}
-    expired = issue_token(SECRET, principal="20", role=Role.CLINICIAN, subject="x",
-                          ttl_seconds=-120)
-    forged = issue_token(b"another-secret-another-secret-another", principal="20",
-                         role=Role.CLINICIAN, subject="x", ttl_seconds=600)
+    key = genesis_key(SECRET)
+    now = int(time.time())
+    expired = jwt.encode({"iss": "aidlink", "sub": "x", "principal": "20", "role": "clinician",
+                          "scope": "observations", "iat": now - 900, "exp": now - 120},
+                         key.private_key, algorithm="ES256", headers={"kid": key.kid})
+    # Another server's key under this server's kid: only the signature can tell.
+    foreign = genesis_key(b"another-secret-another-secret-another")
+    forged = issue_token(SigningKey(kid=key.kid, private_key=foreign.private_key),
+                         principal="20", role=Role.CLINICIAN, subject="x", ttl_seconds=600)
     answers = {
         "none": client.get(url, params=params),
         "scheme": client.get(url, params=params, headers={"Authorization": "Basic abc"}),
@@ -206,8 +219,10 @@ def test_metadata_and_device(client: TestClient, fleet: Fleet) -> None:
     statement = CapabilityStatement.model_validate(meta.json())
     assert statement.fhirVersion == "4.0.1"
     own = client.get(f"/fhir/r4/Device/{fleet.cuff}", headers=bearer("20")).json()
-    assert own == {"resourceType": "Device", "id": fleet.cuff, "serialNumber": "C1",
-                   "modelNumber": "bpm", "owner": {"identifier": {"value": "20"}}}
+    assert own == {"resourceType": "Device", "id": fleet.cuff, "status": "active",
+                   "serialNumber": "C1", "modelNumber": "bpm",
+                   "owner": {"identifier": {"system": "urn:aidlink:principal:scb-code",
+                                            "value": "20"}, "display": "Region Dalarna"}}
 
 
 def test_health_and_metrics(client: TestClient) -> None:

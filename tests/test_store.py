@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -130,3 +131,27 @@ def test_a_fault_of_ours_costs_one_message_not_the_batch(
     assert (result.stored_messages, result.dead_letters) == (1, {"internal_error": 1})
     assert dead == [("internal_error", "RuntimeError('a bug in an adapter')")]
     assert events == [("device.battery", {"level": 80})]
+
+
+def _dose_missed(fleet: Fleet, seq: int, at: datetime) -> Incoming:
+    document = {"v": 1, "type": "dose_missed", "at": at.isoformat(), "seq": seq,
+                "dose": {"id": f"D-{seq}", "scheduled_at": at.isoformat(), "compartment": 1}}
+    return Incoming(topic=f"aidlink/v1/{fleet.hub}/{fleet.hub}/dispenser",
+                    payload=json.dumps(document).encode(), received_at=datetime.now(UTC))
+
+
+def test_an_event_resent_with_a_later_time_is_stored_once(database_url: str,
+                                                          fleet: Fleet) -> None:
+    # A device that missed the acknowledgement sends again; a DC-09 unit even restamps the
+    # frame. The same sequence number from the same device within minutes is one event.
+    at = datetime(2026, 11, 2, 8, 45, tzinfo=UTC)
+    with psycopg.connect(database_url) as conn:
+        store = BatchStore(conn)
+        first = store.write([_dose_missed(fleet, 41, at)])
+        resent = store.write([_dose_missed(fleet, 41, at + timedelta(seconds=40))])
+        # The sequence number comes round again much later: a new event.
+        later = store.write([_dose_missed(fleet, 41, at + timedelta(hours=2))])
+        other = store.write([_dose_missed(fleet, 42, at + timedelta(seconds=40))])
+    assert [r.events_new for r in (first, resent, later, other)] == [1, 0, 1, 1]
+    assert count(database_url, "SELECT count(*) FROM events WHERE type = 'dispenser.dose_missed'"
+                 ) == 3

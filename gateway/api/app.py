@@ -16,18 +16,37 @@ from psycopg_pool import ConnectionPool
 
 from adapters.model import dumps
 from gateway.api import fhir
-from gateway.api.deps import ApiState, Conn, PatientReader
+from gateway.api.audit import router as audit_router
+from gateway.api.deps import ApiState
+from gateway.api.events import router as events_router
+from gateway.api.fhir_routes import router as fhir_router
+from gateway.api.limits import DEFAULT_BODY_LIMIT, DEFAULT_RATE, BodySizeLimit, RateLimiter
+from gateway.api.oauth import router as oauth_router
 from gateway.api.observations import router as observations_router
 from gateway.api.provisioning import router as provisioning_router
+from gateway.auth import MAX_TOKEN_TTL_SECONDS
+from gateway.settings import Settings
+from gateway.token_keys import KeyRing
 
 HealthProvider = Callable[[], dict[str, Any]]
+# The settings' default token lifetime (AIDLINK_TOKEN_TTL_SECONDS), one source for both.
+_TOKEN_TTL_SECONDS: int = Settings.model_fields["token_ttl_seconds"].default
 
 
 def create_app(*, database_url: str, secret: bytes,
                gateway_health: HealthProvider | None = None,
-               ca_passphrase: bytes | None = None, broker_dir: Path | None = None) -> FastAPI:
+               ca_passphrase: bytes | None = None, broker_dir: Path | None = None,
+               token_ttl_seconds: int = _TOKEN_TTL_SECONDS,
+               rate_limit: tuple[float, int] | None = DEFAULT_RATE,
+               body_limit: int = DEFAULT_BODY_LIMIT) -> FastAPI:
     """The API over one database; ``gateway_health`` adds the in-process gateway's state;
-    ``ca_passphrase`` lets the provisioning routes issue and revoke certificates."""
+    ``ca_passphrase`` lets the provisioning routes issue and revoke certificates;
+    ``token_ttl_seconds`` is the lifetime of tokens from ``/oauth/token``; ``rate_limit`` is
+    each client's (requests per second, burst), None for none; ``body_limit`` caps request
+    bodies in bytes (bulk CSV uploads have a larger limit of their own)."""
+    if not 60 <= token_ttl_seconds <= MAX_TOKEN_TTL_SECONDS:
+        raise ValueError(f"token_ttl_seconds {token_ttl_seconds} is outside 60.."
+                         f"{MAX_TOKEN_TTL_SECONDS}")
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url, min_size=1, max_size=8, open=False, name="aidlink-api",
         kwargs={"connect_timeout": 5},
@@ -42,12 +61,22 @@ def create_app(*, database_url: str, secret: bytes,
             pool.close()
 
     app = FastAPI(title="aidlink", version="0.1.0", lifespan=lifespan)
-    app.state.aidlink = ApiState(pool=pool, secret=secret)
+    limiter = RateLimiter(*rate_limit) if rate_limit is not None else None
+    # The key ring connects on its own (rarely: a token issued, a reload a minute), so a
+    # request holding a pooled connection never waits on the pool for a second one.
+    keys = KeyRing(lambda: psycopg.connect(database_url, connect_timeout=5), secret)
+    app.state.aidlink = ApiState(pool=pool, secret=secret, keys=keys, limiter=limiter,
+                                 token_ttl_seconds=token_ttl_seconds)
     app.state.aidlink_ca_passphrase = ca_passphrase
     # Where `aidlink broker-config` wrote the broker's files: credential changes refresh them.
     app.state.aidlink_broker_dir = broker_dir
     app.include_router(observations_router)
+    app.include_router(fhir_router)
+    app.include_router(events_router)
     app.include_router(provisioning_router)
+    app.include_router(oauth_router)
+    app.add_middleware(BodySizeLimit, default=body_limit)
+    app.include_router(audit_router)
     _errors(app)
 
     @app.get("/healthz")
@@ -72,50 +101,7 @@ def create_app(*, database_url: str, secret: bytes,
         """Prometheus exposition."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/fhir/r4/metadata")
-    def metadata() -> Response:
-        """The CapabilityStatement: what this server really supports."""
-        return Response(dumps(_capability()), media_type=fhir.FHIR_JSON)
-
-    @app.get("/fhir/r4/Device/{device_id}")
-    def device(device_id: str, who: PatientReader, conn: Conn) -> Response:
-        """One device of the caller's principal."""
-        row = conn.execute(
-            "SELECT id, model, serial FROM devices WHERE id = %s AND principal_code = %s",
-            (device_id, who.principal),
-        ).fetchone()
-        if row is None:
-            raise HTTPException(404, f"Device/{device_id} not found")
-        resource = {"resourceType": "Device", "id": row[0],
-                    "serialNumber": row[2], "modelNumber": row[1],
-                    "owner": {"identifier": {"value": who.principal}}}
-        return Response(dumps(resource), media_type=fhir.FHIR_JSON)
-
     return app
-
-
-def _capability() -> dict[str, Any]:
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-22",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json"],
-        "rest": [{
-            "mode": "server",
-            "resource": [
-                {"type": "Observation", "interaction": [{"code": "search-type"}],
-                 "searchParam": [
-                     {"name": "subject", "type": "reference"},
-                     {"name": "code", "type": "token"},
-                     {"name": "date", "type": "date"},
-                     {"name": "_count", "type": "number"},
-                 ]},
-                {"type": "Device", "interaction": [{"code": "read"}]},
-            ],
-        }],
-    }
 
 
 def _is_fhir(request: Request) -> bool:
@@ -123,7 +109,8 @@ def _is_fhir(request: Request) -> bool:
 
 
 def _errors(app: FastAPI) -> None:
-    codes = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 422: "invalid"}
+    codes = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 413: "too-costly",
+             422: "invalid", 429: "throttled", 503: "transient"}
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

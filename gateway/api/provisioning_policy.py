@@ -65,7 +65,7 @@ def _run(conn: Conn, name: str, fmt: str,
 
 @router.get("/reports/costs")
 def costs(conn: Conn, principal: PrincipalQuery,
-          month: Annotated[str, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")],
+          month: Annotated[str, Query(pattern=r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])$")],
           fmt: Format = "json") -> Response:
     """What each principal and unit owes for a month (YYYY-MM)."""
     first = date.fromisoformat(f"{month}-01")

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -39,6 +39,9 @@ _EVENT_COLUMNS = (
     "device_time", "received_at", "ref",
 )
 _STAGE = "observations_stage"
+# How far apart a device's retransmissions of one event may arrive (DC-09 units retry for
+# minutes without an ACK; sequence numbers wrap at 9999, far beyond this).
+_RETRANSMISSION_WINDOW = timedelta(minutes=10)
 
 
 @dataclass(slots=True)
@@ -219,11 +222,21 @@ class BatchStore:
         columns = ", ".join(_EVENT_COLUMNS)
         with self._conn.cursor() as cur:
             for row in rows:
+                values = dict(zip(_EVENT_COLUMNS, row, strict=True))
                 cur.execute(
                     f"INSERT INTO events ({columns})"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    f" SELECT {', '.join(f'%({c})s' for c in _EVENT_COLUMNS)}"
+                    # A device that saw no acknowledgement sends the event again, and the
+                    # resent copy may carry a later time (a DC-09 timestamp is the moment of
+                    # transmission; a frame without one is timed by its arrival). The same
+                    # device, type and sequence number within the window is the same event.
+                    " WHERE %(ref)s = '' OR NOT EXISTS ("
+                    "  SELECT 1 FROM events e WHERE e.device_id = %(device_id)s"
+                    "  AND e.type = %(type)s AND e.ref = %(ref)s"
+                    "  AND e.occurred_at BETWEEN %(occurred_at)s - %(window)s"
+                    "  AND %(occurred_at)s + %(window)s)"
                     " ON CONFLICT DO NOTHING",
-                    row,
+                    {**values, "window": _RETRANSMISSION_WINDOW},
                 )
                 inserted += max(cur.rowcount, 0)
         return inserted
@@ -234,7 +247,11 @@ class BatchStore:
             " principal_code, channel, payload, payload_sha256, reason, detail)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (topic, payload_sha256) DO UPDATE"
-            " SET last_seen = EXCLUDED.last_seen, times = dead_letters.times + 1",
+            " SET last_seen = EXCLUDED.last_seen, times = dead_letters.times + 1,"
+            # Seen again after retention removed its bytes: keep the new copy.
+            " payload = COALESCE(dead_letters.payload, EXCLUDED.payload),"
+            " payload_removed_at = CASE WHEN dead_letters.payload IS NULL THEN NULL"
+            " ELSE dead_letters.payload_removed_at END",
             (
                 message.received_at, message.received_at, _text(message.topic),
                 None if topic is None else _text(topic.client_id),
