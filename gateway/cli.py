@@ -124,6 +124,7 @@ def _register_commands() -> None:
     from gateway.cli_bulk import device_bulk
     from gateway.cli_clients import client_group, keys_group, token_cmd
     from gateway.cli_data import data_group
+    from gateway.cli_gateway import gateway_cmd
     from gateway.cli_lifecycle import licence_group, report_group
     from gateway.cli_provisioning import device_group, principal_group
     from gateway.cli_security import broker_config_cmd, policy_group
@@ -133,7 +134,7 @@ def _register_commands() -> None:
     device_group.add_command(device_bulk)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
                     licence_group, report_group, bench_group, simulate_cmd, up_cmd,
-                    client_group, keys_group, token_cmd, data_group):
+                    client_group, keys_group, token_cmd, data_group, gateway_cmd):
         main.add_command(command)
 
 
