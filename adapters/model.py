@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -128,6 +129,9 @@ def _rfc3339(moment: datetime | None) -> str | None:
     return utc(moment).isoformat().replace("+00:00", "Z")
 
 
+_PLACEHOLDER = re.compile(r'"\\u0000dec(\d+)\\u0000"')
+
+
 def dumps(obj: Any) -> str:
     """Serialise to JSON, writing Decimals as JSON numbers with their exact digits.
 
@@ -145,9 +149,10 @@ def dumps(obj: Any) -> str:
         raise TypeError(f"cannot serialise {type(value).__name__}")
 
     text = json.dumps(obj, default=default, ensure_ascii=False, separators=(",", ":"))
-    for index, number in enumerate(decimals):
-        text = text.replace(f'"\\u0000dec{index}\\u0000"', _decimal_text(number), 1)
-    return text
+    if not decimals:
+        return text
+    # One pass over the text: a large Bundle holds thousands of numbers.
+    return _PLACEHOLDER.sub(lambda match: _decimal_text(decimals[int(match.group(1))]), text)
 
 
 def _decimal_text(number: Decimal) -> str:

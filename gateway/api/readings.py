@@ -118,6 +118,15 @@ def fetch_readings(
         clauses.append(f"(ts, device_id, {_GROUP}) {compare} (%(a_ts)s, %(a_dev)s, %(a_grp)s)")
         params.update(a_ts=query.after[0], a_dev=query.after[1], a_grp=query.after[2])
     order = f"ts {direction}, device_id {direction}, grp {direction}"
+    # The rows of the page's readings: narrowed by the same patient or device and the page's
+    # time span, so the planner uses the patient index and prunes partitions instead of
+    # joining the page against every partition.
+    outer = ["o.principal_code = %(principal)s",
+             "o.ts BETWEEN (SELECT min(ts) FROM page) AND (SELECT max(ts) FROM page)"]
+    if query.patient_key is not None:
+        outer.append("o.patient_key = %(patient)s")
+    if query.device_id is not None:
+        outer.append("o.device_id = %(device)s")
     # First the page of reading keys (matched by any of their rows), then every row of those
     # readings, so a panel found by its systolic row comes back with all its components.
     sql = (
@@ -127,7 +136,7 @@ def fetch_readings(
         " o.absent_reason, o.flags, o.panel, o.device_user, o.patient_key, o.received_at,"
         " o.sequence, p.grp"
         " FROM page p JOIN observations o ON o.ts = p.ts AND o.device_id = p.device_id"
-        f" AND COALESCE(o.panel, o.code) = p.grp WHERE o.principal_code = %(principal)s"
+        f" AND COALESCE(o.panel, o.code) = p.grp WHERE {' AND '.join(outer)}"
         f" ORDER BY p.{order.replace(', ', ', p.')}, o.mdc NULLS LAST, o.code"
     )
     with conn.cursor(row_factory=dict_row) as cur:
