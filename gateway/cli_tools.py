@@ -76,6 +76,77 @@ def bench_bulk(out: Path, count: int, password_count: int) -> None:
     click.echo(f"written to {out}")
 
 
+@bench_group.command("api")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/api.json"), show_default=True)
+@click.option("--observations", type=click.IntRange(1000), default=10_000_000,
+              show_default=True, help="Observations in the store before measuring.")
+@click.option("--patients", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--days", type=click.IntRange(31, 3650), default=100, show_default=True,
+              help="Days of history the observations spread over.")
+@click.option("--requests", type=click.IntRange(10), default=1000, show_default=True,
+              help="Measured requests per window (24 h and 30 days).")
+@click.option("--ingest-rate", type=click.FloatRange(1), default=5000.0, show_default=True,
+              help="Blood-pressure readings per second published while measuring.")
+@click.pass_context
+def bench_api(ctx: click.Context, out: Path, observations: int, patients: int, days: int,
+              requests: int, ingest_rate: float) -> None:
+    """FHIR reads over a large store under live ingestion (AIDLINK_DATABASE_URL: an empty
+    database to use instead of a throwaway PostgreSQL)."""
+    from gateway.bench_api import run_api_bench, table
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        figures = run_api_bench(out, observations=observations, patients=patients, days=days,
+                                requests=requests, ingest_rate=ingest_rate,
+                                database_url=settings_of(ctx).database_url)
+    except ValueError as exc:
+        fail(f"bench api: {exc}")
+    click.echo(table(figures))
+    click.echo(f"written to {out}")
+
+
+@bench_group.command("ingest")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("bench-results/ingest.json"), show_default=True,
+              help="Figures as JSON; the plot goes next to it as .png.")
+@click.option("--devices", type=click.IntRange(2, 10_000), default=1000, show_default=True)
+@click.option("--seconds-ceiling", type=click.FloatRange(1, 600), default=20.0,
+              show_default=True, help="Measured seconds publisher -> broker -> subscriber.")
+@click.option("--seconds-throughput", type=click.FloatRange(1, 600), default=30.0,
+              show_default=True, help="Measured seconds publisher -> gateway -> PostgreSQL.")
+@click.option("--latency-rate", type=click.FloatRange(1, 100_000), default=5000.0,
+              show_default=True, help="Readings per second of the latency phase.")
+@click.option("--seconds-latency", type=click.FloatRange(1, 600), default=30.0,
+              show_default=True)
+@click.option("--publishers", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="Publisher processes sharing the devices.")
+@click.option("--smoke", is_flag=True,
+              help="A tiny run (20 devices, 2 s phases at 200/s) to check the bench works.")
+def bench_ingest(out: Path, devices: int, seconds_ceiling: float, seconds_throughput: float,
+                 latency_rate: float, seconds_latency: float, publishers: int,
+                 smoke: bool) -> None:
+    """QoS 1 ingest end to end on throwaway Mosquitto and durable PostgreSQL: broker ceiling,
+    gateway throughput, latency at a fixed rate, gateway memory (batching settings from the
+    AIDLINK_* environment)."""
+    from gateway.bench_ingest import run_ingest_bench
+    from gateway.bench_ingest_plot import table
+
+    if smoke:
+        devices, seconds_ceiling, seconds_throughput = 20, 2.0, 2.0
+        latency_rate, seconds_latency = 200.0, 2.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        figures = run_ingest_bench(out, devices=devices, seconds_ceiling=seconds_ceiling,
+                                   seconds_throughput=seconds_throughput,
+                                   latency_rate=latency_rate, seconds_latency=seconds_latency,
+                                   publishers=publishers)
+    except ValueError as exc:
+        fail(f"bench ingest: {exc}")
+    click.echo(table(figures))
+    click.echo(f"written to {out} and {out.with_suffix('.png')}")
+
+
 @click.command("simulate")
 @click.option("--scenario", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, help="Run a scenario file (see simulators/scenarios/).")

@@ -1,0 +1,372 @@
+"""``aidlink bench ingest``: QoS 1 ingest from 1,000 devices into a durable PostgreSQL.
+
+One run, one set of publisher processes (``gateway.bench_ingest_load``) connected throughout:
+- ceiling: publisher -> Mosquitto -> a plain paho subscriber at QoS 1, counting messages;
+- throughput: publisher -> Mosquitto -> ``aidlink gateway`` (its own process) -> PostgreSQL;
+- latency: the same path at a fixed rate, publish to committed and to queryable.
+
+A reading is one device message: one blood pressure measurement (0x2A35), which the gateway
+stores as several observation rows; both rates are reported. The publishers never run more than
+``MAX_BACKLOG`` readings ahead of the consumer, so a rate is one the consumer sustains, not a
+flood piling up in the broker. Times come from the store: each reading's ``ts`` is its publish
+moment (the ``received-at`` property) and, with ``track_commit_timestamp`` on, PostgreSQL keeps
+each row's commit moment. Commit time stamps are taken just before the commit's WAL flush, so a
+probe also polls a few devices' newest rows to see when readings become queryable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+
+from gateway import bench_ingest_load as load
+from gateway import bench_ingest_plot as report
+from gateway import db
+from gateway.services.mosquitto import MosquittoProcess
+from gateway.services.postgres import PostgresProcess
+from gateway.settings import Settings
+
+# A backlog bound well above the gateway's in-flight window (1,000) and the second of delay
+# in PostgreSQL's statistics that measure the gateway's progress.
+MAX_BACKLOG = 20_000
+WARMUP_S = 3.0
+PROBE_DEVICES = 10
+# Durable, as in production; commit time stamps on for the latency figures; room for the WAL
+# of a 30 s burst without a forced checkpoint.
+PG_SETTINGS = {"track_commit_timestamp": "on", "shared_buffers": "512MB",
+               "max_wal_size": "4GB"}
+
+
+def _say(message: str) -> None:
+    print(f"bench ingest: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class _Run:
+    """The run's shared state: control of the publishers and what was sampled."""
+
+    control: load.Control
+    started: float
+    phase: str = "setup"
+    # Publish nothing (between phases), whatever the backlog.
+    hold: bool = True
+    max_backlog: int = MAX_BACKLOG
+    consumed: Callable[[], float] = lambda: 0.0
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    gateway: psutil.Process | None = None
+    watched: dict[str, psutil.Process] = field(default_factory=dict)
+
+    def published(self) -> int:
+        return int(sum(self.control.published[:]))
+
+
+def _pace(run: _Run, stop: threading.Event) -> None:
+    """Hold publishing while the consumer is ``MAX_BACKLOG`` readings behind."""
+    while not stop.wait(0.05):
+        behind = run.published() - run.consumed()
+        run.control.paused.value = int(run.hold or behind > run.max_backlog)
+
+
+def _sample(run: _Run, stop: threading.Event) -> None:
+    """Once a second: published, consumed, gateway memory, CPU of each process."""
+    for proc in run.watched.values():
+        proc.cpu_percent()
+    while not stop.wait(1.0):
+        sample: dict[str, Any] = {"t": round(time.time() - run.started, 2),
+                                  "phase": run.phase, "published": run.published(),
+                                  "consumed": round(run.consumed())}
+        gateway = run.gateway
+        if gateway is not None:
+            try:
+                sample["gateway_rss_mb"] = round(gateway.memory_info().rss / 2**20, 1)
+                sample["cpu_gateway"] = gateway.cpu_percent()
+            except psutil.NoSuchProcess:
+                run.gateway = None
+        for name, proc in run.watched.items():
+            sample[f"cpu_{name}"] = proc.cpu_percent()
+        run.samples.append(sample)
+
+
+class _Probe(threading.Thread):
+    """Polls a few devices' newest rows; records when each reading became queryable."""
+
+    def __init__(self, url: str, devices: list[str]) -> None:
+        super().__init__(name="bench-probe", daemon=True)
+        self._url, self._devices = url, devices
+        self.stop = threading.Event()
+        self.seen: list[tuple[str, float, float]] = []  # device, publish epoch, visible epoch
+
+    def run(self) -> None:
+        marks = {d: 0.0 for d in self._devices}
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            while not self.stop.wait(0.005):
+                rows = conn.execute(
+                    "SELECT o.device_id, extract(epoch FROM o.ts)::float8 FROM"
+                    " unnest(%s::text[], %s::float8[]) AS w(d, t) JOIN observations o"
+                    " ON o.device_id = w.d AND o.code = %s AND o.ts > to_timestamp(w.t)",
+                    (list(marks), list(marks.values()), load.SYSTOLIC)).fetchall()
+                visible = time.time()
+                for device, published in rows:
+                    self.seen.append((device, published, visible))
+                    marks[device] = max(marks[device], published)
+
+
+def _inserted_readings(conn: psycopg.Connection[Any],
+                       per_reading: float) -> Callable[[], float]:
+    """Readings committed so far by the gateway, from PostgreSQL's statistics (cheap, up to
+    a second late): rows inserted into the observation partitions over rows per reading."""
+    lock = threading.Lock()  # the pacer and the sampler share the connection
+
+    def count() -> float:
+        with lock:
+            row = conn.execute(
+                "SELECT coalesce(sum(s.n_tup_ins), 0) FROM pg_stat_user_tables s"
+                " JOIN pg_inherits i ON i.inhrelid = s.relid"
+                " WHERE i.inhparent = 'observations'::regclass").fetchone()
+        return 0.0 if row is None else float(row[0]) / per_reading
+
+    return count
+
+
+def _drain(run: _Run, timeout: float) -> bool:
+    """Stop publishing and wait until the consumer has everything published."""
+    run.hold = True
+    run.control.paused.value = 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.consumed() >= run.published() - 0.5:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _phase(run: _Run, name: str, seconds: float, rate: float) -> None:
+    """Publish for the warm-up and ``seconds``; the measured window is the latter."""
+    run.phase = name
+    run.control.rate.value = rate
+    run.hold = False
+    time.sleep(WARMUP_S)
+    begin, published, consumed = time.time(), run.published(), run.consumed()
+    time.sleep(seconds)
+    run.phases[name] = {"begin": begin, "end": time.time(), "rate": rate,
+                        "published": run.published() - published,
+                        "consumed": run.consumed() - consumed}
+
+
+@contextmanager
+def _publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Iterator[_Run]:
+    """The publisher processes, each with its share of the devices, connected and paused."""
+    context = multiprocessing.get_context("spawn")
+    control = load.Control(stop=context.Event(), rate=context.Value("d", 0.0, lock=False),
+                           paused=context.Value("b", 1, lock=False),
+                           published=context.Array("q", count, lock=False),
+                           acked=context.Array("q", count, lock=False))
+    pool = load.payloads(997)
+    readies, procs = [], []
+    for index in range(count):
+        ready = context.Event()
+        proc = context.Process(target=load.publish, name=f"bench-publisher-{index}", args=(
+            broker.host, broker.port, clients[index::count], pool, 1 / count, index, control,
+            ready))
+        proc.start()
+        readies.append(ready)
+        procs.append(proc)
+    run = _Run(control=control, started=time.time())
+    try:
+        for ready, proc in zip(readies, procs, strict=True):
+            if not ready.wait(60):
+                raise RuntimeError(f"publisher {proc.name} did not connect its devices to "
+                                   f"{broker.url} in 60 s (exit code {proc.exitcode})")
+            run.watched[proc.name.removeprefix("bench-")] = psutil.Process(proc.pid)
+        yield run
+        dead = [p.name for p in procs if not p.is_alive()]
+        if dead:
+            raise RuntimeError(f"publisher processes {', '.join(dead)} ended early; see the"
+                               " error above")
+    finally:
+        control.stop.set()
+        for proc in procs:
+            proc.join(timeout=20)
+            if proc.is_alive():
+                proc.terminate()
+
+
+@contextmanager
+def _subscriber(broker: MosquittoProcess, receive_maximum: int) -> Iterator[Any]:
+    context = multiprocessing.get_context("spawn")
+    stop, ready = context.Event(), context.Event()
+    received = context.Value("q", 0, lock=False)
+    proc = context.Process(target=load.subscribe, name="bench-subscriber", args=(
+        broker.host, broker.port, receive_maximum, received, stop, ready))
+    proc.start()
+    try:
+        if not ready.wait(30):
+            raise RuntimeError(f"the ceiling subscriber did not subscribe at {broker.url} in 30 s"
+                               f" (exit code {proc.exitcode})")
+        yield received, proc.pid
+    finally:
+        stop.set()
+        proc.join(timeout=20)
+        if proc.is_alive():
+            proc.terminate()
+
+
+@contextmanager
+def _gateway(url: str, broker: MosquittoProcess, log_path: Path) -> Iterator[psutil.Process]:
+    """``aidlink gateway`` as its own process, with the batching settings of the environment."""
+    env = {**os.environ, "AIDLINK_DATABASE_URL": url, "AIDLINK_MQTT_URL": broker.url,
+           "AIDLINK_GATEWAY_CLIENT_ID": "bench-gateway"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
+                                 "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while b"gateway connected" not in log_path.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not connect to {broker.url} (exit code "
+                                   f"{proc.poll()}): {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
+    settings = Settings()
+    load_at_start = [round(v, 2) for v in os.getloadavg()]
+    clients = load.register_fleet(url, secrets.token_bytes(32), opts["devices"], _say)
+    per_reading = load.rows_per_reading(load.payloads(997))
+    notes: list[str] = []
+    with ExitStack() as stack:
+        # Opened first so that it closes last, after the threads that use it.
+        stats = stack.enter_context(psycopg.connect(url, autocommit=True))
+        broker = stack.enter_context(MosquittoProcess(data_dir=root / "mqtt"))
+        run = stack.enter_context(_publishers(broker, clients, opts["publishers"]))
+        run.max_backlog = opts["max_backlog"]
+        if broker.pid is not None:
+            run.watched["mosquitto"] = psutil.Process(broker.pid)
+        stop = threading.Event()
+        threads = [threading.Thread(target=f, args=(run, stop), daemon=True, name=f.__name__)
+                   for f in (_pace, _sample)]
+        for thread in threads:
+            thread.start()
+        stack.callback(_join, stop, threads)
+        _say(f"ceiling: publishers -> Mosquitto -> subscriber, {opts['seconds_ceiling']:g} s")
+        with _subscriber(broker, settings.receive_maximum) as (received, pid):
+            run.watched["subscriber"] = psutil.Process(pid)
+            run.consumed = lambda: float(received.value)
+            _phase(run, "ceiling", opts["seconds_ceiling"], 0.0)
+            if not _drain(run, 60):
+                notes.append("the ceiling subscriber had not caught up 60 s after the phase")
+            run.watched.pop("subscriber")
+        run.gateway = stack.enter_context(_gateway(url, broker, root / "gateway.log"))
+        counter = _inserted_readings(stats, per_reading)
+        # The gateway's session begins now: readings of the ceiling phase never reach it.
+        base = run.published() - counter()
+        run.consumed = lambda: counter() + base
+        before_gateway = run.published()
+        _say(f"throughput: publishers -> Mosquitto -> gateway -> PostgreSQL,"
+             f" {opts['seconds_throughput']:g} s")
+        _phase(run, "throughput", opts["seconds_throughput"], 0.0)
+        if not _drain(run, 120):
+            notes.append("the gateway had not stored the backlog 120 s after the throughput"
+                         " phase; latency was measured with it still draining")
+        probe = _Probe(url, clients[:PROBE_DEVICES])
+        probe.start()
+        _say(f"latency: {opts['latency_rate']:,.0f} readings/s for {opts['seconds_latency']:g} s")
+        _phase(run, "latency", opts["seconds_latency"], opts["latency_rate"])
+        if not _drain(run, 60):
+            notes.append("the gateway had not stored every reading 60 s after the latency phase")
+        probe.stop.set()
+        probe.join(timeout=10)
+        run.phase = "done"
+    # Read once the publishers have ended: each waits for its last PUBACKs before it exits.
+    acked = sum(run.control.acked[:])
+    figures = report.analyse(url, run.phases, run.started, per_reading, probe.seen)
+    figures["load_average_at_start"] = load_at_start
+    figures["published"] = run.published()
+    figures["published_to_gateway"] = figures["published"] - before_gateway
+    figures["broker_acknowledged"] = acked
+    figures["timeline"] = report.merge_timeline(run.samples, figures.pop("per_second"))
+    figures["settings"] = {"batch_max_rows": settings.batch_max_rows,
+                           "batch_max_delay_ms": settings.batch_max_delay_ms,
+                           "receive_maximum": settings.receive_maximum,
+                           "mqtt_protocol": settings.mqtt_protocol,
+                           "publisher_window_per_connection": load.WINDOW,
+                           "max_backlog_readings": opts["max_backlog"], "warmup_s": WARMUP_S,
+                           "postgresql": PG_SETTINGS, "broker": _broker_settings(broker)}
+    held = figures["latency"]["published_per_s"] / opts["latency_rate"]
+    if held < 0.97:
+        notes.append(f"the latency phase published {held:.0%} of the rate asked: the gateway"
+                     " stored less, the publishers were held at the backlog bound, and the"
+                     " latency includes that queue")
+    figures["notes"] = notes
+    figures["phases"] = run.phases
+    figures["timeline_origin"] = run.started
+    return figures
+
+
+def _join(stop: threading.Event, threads: list[threading.Thread]) -> None:
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def _broker_settings(broker: MosquittoProcess) -> dict[str, str]:
+    wanted = ("max_inflight_messages", "max_queued_messages", "persistence",
+              "autosave_interval", "set_tcp_nodelay")
+    pairs = (line.split(" ", 1) for line in broker.config_text().splitlines() if " " in line)
+    return {key: value for key, value in pairs if key in wanted}
+
+
+def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float = 20.0,
+                     seconds_throughput: float = 30.0, latency_rate: float = 5000.0,
+                     seconds_latency: float = 30.0, publishers: int = 2,
+                     max_backlog: int = MAX_BACKLOG) -> dict[str, Any]:
+    """Run the three phases on a throwaway durable PostgreSQL and Mosquitto; write the
+    figures to ``out`` and the plot next to it (``.png``); return the figures."""
+    for name, value in (("devices", devices), ("seconds_ceiling", seconds_ceiling),
+                        ("seconds_throughput", seconds_throughput),
+                        ("latency_rate", latency_rate), ("seconds_latency", seconds_latency),
+                        ("publishers", publishers), ("max_backlog", max_backlog)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+    if devices < publishers:
+        raise ValueError(f"{devices} devices cannot be shared by {publishers} publishers")
+    opts = {"devices": devices, "seconds_ceiling": seconds_ceiling, "publishers": publishers,
+            "seconds_throughput": seconds_throughput, "latency_rate": latency_rate,
+            "seconds_latency": seconds_latency, "max_backlog": max_backlog}
+    with tempfile.TemporaryDirectory(prefix="aidlink-bench-") as scratch:
+        root = Path(scratch)
+        root.chmod(0o755)  # the server may run as its own system user
+        with PostgresProcess(data_dir=root / "pg", durable=True, settings=PG_SETTINGS) as pg:
+            url = pg.create_database("bench")
+            db.migrate(url)
+            figures = _measure(root, url, opts)
+            figures["machine"] = {**report.machine(url), "load_average_at_start":
+                                  figures.pop("load_average_at_start")}
+    figures["options"] = opts
+    figures["targets"] = report.verdicts(figures)
+    out.write_text(report.dumps(figures))
+    report.plot(figures, out.with_suffix(".png"))
+    return figures

@@ -1,0 +1,80 @@
+"""The ingest benchmark: a tiny run goes through all three phases and writes figures and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.bench_ingest import run_ingest_bench
+from gateway.services.mosquitto import MosquittoProcess
+from gateway.services.postgres import find_postgres_bin_dir
+from tests.conftest import missing_component
+
+
+def test_a_tiny_run_measures_every_phase_and_writes_figures_and_plot(
+        tmp_path: Path, mosquitto: MosquittoProcess) -> None:
+    # The broker fixture only proves Mosquitto is installed; the bench starts its own.
+    assert mosquitto.is_running()
+    if find_postgres_bin_dir() is None:
+        missing_component("PostgreSQL not installed")
+    out = tmp_path / "ingest.json"
+    figures = run_ingest_bench(out, devices=10, seconds_ceiling=1.5, seconds_throughput=1.5,
+                               latency_rate=200, seconds_latency=2.0, publishers=1,
+                               max_backlog=2000)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
+    png = out.with_suffix(".png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+    # Nothing lost, nothing stored twice: every reading published while the gateway was
+    # subscribed is one stored reading (one systolic row), and none was refused.
+    assert figures["stored_readings"] == figures["published_to_gateway"] > 0
+    assert figures["dead_letters"] == {"payloads": 0, "messages": 0}
+    assert figures["broker_acknowledged"] == figures["published"]
+    assert figures["rows_per_reading"] == 4.0
+
+    assert figures["ceiling"]["messages_per_s"] > 0
+    throughput = figures["throughput"]
+    assert throughput["readings_per_s"] > 0
+    assert throughput["rows_per_s"] == pytest.approx(4 * throughput["readings_per_s"], rel=0.1)
+    assert throughput["to_ceiling"] == pytest.approx(
+        throughput["readings_per_s"] / figures["ceiling"]["messages_per_s"], abs=0.001)
+
+    latency = figures["latency"]
+    assert latency["published_per_s"] == pytest.approx(200, rel=0.1)
+    committed, queryable = latency["publish_to_committed"], latency["publish_to_queryable"]
+    assert committed["readings"] == pytest.approx(400, rel=0.1)
+    for series in (committed, queryable):
+        assert 0 < series["p50_ms"] <= series["p99_ms"] <= series["max_ms"] < 5000
+    # A reading becomes queryable after its commit time stamp, never before.
+    assert latency["committed_to_queryable_p50_ms"] >= 0
+
+    timeline = figures["timeline"]
+    phases = [entry["phase"] for entry in timeline]
+    assert {"ceiling", "throughput", "latency"} <= set(phases)
+    rss = [entry["gateway_rss_mb"] for entry in timeline if "gateway_rss_mb" in entry]
+    assert rss and all(20 < value < 2000 for value in rss)
+    assert sum(entry.get("committed", 0) for entry in timeline) > 0
+
+    assert set(figures["targets"]) == {"throughput_readings_per_s", "throughput_to_ceiling",
+                                       "latency_p99_ms", "gateway_rss_peak_mb"}
+    assert all(isinstance(v["pass"], bool) for v in figures["targets"].values())
+    assert figures["settings"]["batch_max_rows"] >= 1
+    assert figures["settings"]["broker"]["max_queued_messages"] == "0"
+    machine = figures["machine"]
+    assert machine["postgresql"][:2].isdigit()
+    assert "mosquitto" in machine["mosquitto"].lower()
+    assert len(machine["load_average_at_start"]) == 3
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"devices": 0}, r"^devices must be positive, not 0$"),
+    ({"latency_rate": -1.0}, r"^latency_rate must be positive, not -1.0$"),
+    ({"devices": 2, "publishers": 3}, r"^2 devices cannot be shared by 3 publishers$"),
+])
+def test_the_bench_refuses_bad_sizes(tmp_path: Path, options: dict[str, float],
+                                     message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_ingest_bench(tmp_path / "ingest.json", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "ingest.json").exists()
