@@ -36,6 +36,8 @@ class Incoming:
     mid: int = 0
     qos: int = 1
     generation: int = 0
+    # The hub's ``seq`` MQTT 5 user property: its per-client publish counter (see gaps.py).
+    seq: int | None = None
     # Set for messages that did not come over MQTT (a DC-09 frame): resolved after the commit.
     done: Future[bool] | None = field(default=None, compare=False)
 

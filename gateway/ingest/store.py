@@ -19,6 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gateway.db import month_start, uses_timescaledb
+from gateway.ingest import gaps
 from gateway.ingest.plan import Incoming, Outbound, Plan, Planner, parse_batch
 from gateway.ingest.resolve import Registry, Rejected
 from gateway.ingest.topics import TopicError, UpTopic, parse_up
@@ -92,7 +93,9 @@ class BatchStore:
             result = BatchResult(messages=len(batch), stored_messages=plan.stored_messages,
                                  ignored=plan.ignored, outbound=plan.outbound)
             result.observations_new = self._insert_observations(plan.observations)
-            result.events_new = self._insert_events(plan.events + self._states(plan))
+            transport = gaps.track(conn, gaps.arrivals(batch))
+            result.events_new = self._insert_events(plan.events + self._states(plan)
+                                                    + transport)
             self._sequences(plan)
             self._confirm_wipes(plan)
             for message, topic, rejected in plan.dead:
@@ -146,17 +149,26 @@ class BatchStore:
     def _states(self, plan: Plan) -> list[tuple[Any, ...]]:
         """Record when devices were last heard and their clocks; a returning device's event."""
         with self._conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO device_state (device_id, last_seen, online) VALUES (%s, %s, true)"
-                " ON CONFLICT (device_id) DO UPDATE SET online = true,"
-                " last_seen = GREATEST(device_state.last_seen, EXCLUDED.last_seen)",
-                sorted(plan.seen.items()),
-            )
-            cur.executemany(
-                "UPDATE device_state SET clock_offset_s = %s, clock_checked_at = %s"
-                " WHERE device_id = %s",
-                [(c.offset_s, c.checked_at, d) for d, c in sorted(plan.clocks.items())],
-            )
+            # One statement for the whole batch, in device order (so two writers lock rows
+            # in the same order): a batch often holds hundreds of devices.
+            seen = sorted(plan.seen.items())
+            if seen:
+                cur.execute(
+                    "INSERT INTO device_state (device_id, last_seen, online)"
+                    " SELECT d, t, true FROM unnest(%s::text[], %s::timestamptz[]) AS u(d, t)"
+                    " ON CONFLICT (device_id) DO UPDATE SET online = true,"
+                    " last_seen = GREATEST(device_state.last_seen, EXCLUDED.last_seen)",
+                    ([d for d, _ in seen], [t for _, t in seen]),
+                )
+            clocks = sorted(plan.clocks.items())
+            if clocks:
+                cur.execute(
+                    "UPDATE device_state s SET clock_offset_s = u.o, clock_checked_at = u.t"
+                    " FROM unnest(%s::text[], %s::float8[], %s::timestamptz[]) AS u(d, o, t)"
+                    " WHERE s.device_id = u.d",
+                    ([d for d, _ in clocks], [c.offset_s for _, c in clocks],
+                     [c.checked_at for _, c in clocks]),
+                )
             principals = dict(cur.execute(
                 "SELECT id, principal_code FROM devices WHERE id = ANY(%s)",
                 (sorted(plan.came_back),)).fetchall())
