@@ -11,6 +11,7 @@ from types import FrameType
 import click
 
 from gateway.cli_common import fail, settings_of
+from gateway.health_server import HealthServer
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.ingest.topics import SUBSCRIPTION
 from gateway.settings import ConfigurationError, database_url, mqtt_url
@@ -35,8 +36,14 @@ def shared(group: str | None) -> str:
                    " stored by one of them.")
 @click.option("--client-id", default=None,
               help="MQTT client id (unique per process) [default: AIDLINK_GATEWAY_CLIENT_ID].")
+@click.option("--health-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve /healthz (200 ok, 503 degraded with reasons) and /metrics on this"
+                   " port.")
+@click.option("--health-host", default="127.0.0.1", show_default=True,
+              help="Address for --health-port (0.0.0.0 in a container).")
 @click.pass_context
-def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None) -> None:
+def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None,
+                health_port: int | None, health_host: str) -> None:
     """Run the ingest pipeline on the configured database and broker until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -60,10 +67,21 @@ def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
     gateway = Gateway(config)
+    health = None
+    if health_port is not None:
+        try:
+            health = HealthServer(gateway.health, host=health_host, port=health_port)
+        except OSError as exc:
+            fail(str(exc))
     gateway.start()
+    if health is not None:
+        health.start()
+        log.info("health on http://%s:%d/healthz and /metrics", health_host, health.port)
     if not gateway.wait_connected(10):
         log.warning("not connected to the broker yet; retrying in the background")
     log.info("gateway %s running (subscription %s)", config.client_id, config.subscription)
     stop.wait()
     gateway.stop()
+    if health is not None:
+        health.stop()
     log.info("gateway %s stopped", config.client_id)

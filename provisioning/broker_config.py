@@ -136,11 +136,13 @@ def _config_text(out: Path, *, tls_version: str, listener_port: int, password_po
         f"pid_file {out / PID_FILE}",
         "persistence true",
         f"persistence_location {out / 'data'}/",
-        # Short autosave window and no silent drops: see gateway.services.mosquitto.
+        # Short autosave window and no silent drops: see docker/mosquitto/README.md.
         "autosave_interval 1",
         "max_inflight_messages 1000",
         "max_queued_messages 0",
         "max_queued_bytes 0",
+        "queue_qos0_messages false",
+        "persistent_client_expiration 30d",
         "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",

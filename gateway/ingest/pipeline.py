@@ -6,7 +6,11 @@ it and then acknowledges every message of it. The queue is bounded by the broker
 window: we ask for at most ``receive_maximum`` unacknowledged messages (MQTT 5 Receive
 Maximum; Mosquitto's max_inflight_messages for 3.1.1), so memory stays flat whatever the
 backlog. When the database fails, the batch is retried and nothing is acknowledged, so the
-broker keeps the messages.
+broker keeps the messages: that is the backpressure, and ``health()`` says when it is engaged.
+
+Several gateways may share one subscription (``$share/GROUP/...``, MQTT 5): each message goes
+to one member, and every member keeps a persistent session of its own, so a member's
+unacknowledged messages wait in its session until it comes back with the same client id.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class GatewayConfig:
     receive_maximum: int = 1000
     subscription: str = SUBSCRIPTION
     supervision_interval: float = 30.0
+    # Messages waiting while nothing has been committed for this long: the database is slow.
+    slow_after: float = 30.0
 
 
 class Gateway:
@@ -57,7 +63,11 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        # The broker sends at most receive_maximum unacknowledged messages; the other half of
+        # the bound is room for DC-09 frames from submit(), which no broker window limits.
         self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=config.receive_maximum * 2)
+        # The batch the writer holds (taken from the queue, not yet acknowledged).
+        self._in_hand: list[Incoming] = []
         self._stop = threading.Event()
         self._generation = 0
         self._connected = threading.Event()
@@ -109,19 +119,47 @@ class Gateway:
         self._client.loop_stop()
 
     def health(self) -> dict[str, Any]:
-        """Whether ingestion works, and if not, why."""
+        """Whether ingestion works, and if not, why; with the numbers behind the verdict."""
+        now = datetime.now(UTC)
+        in_hand = list(self._in_hand)
+        queued = self._queue.qsize()
+        oldest = in_hand[0].received_at if in_hand else self._oldest_queued()
+        oldest_age = None if oldest is None else round((now - oldest).total_seconds(), 1)
+        last = self._last_commit
+        in_flight = queued + len(in_hand)
         reasons = []
         if not self._connected.is_set():
             reasons.append("not connected to the MQTT broker")
         if not self._db_ok:
             reasons.append(f"database unavailable: {self._db_error}" if self._db_error
                            else "database not yet connected")
+        elif (oldest_age is not None and oldest_age > self.config.slow_after
+              and (last is None or (now - last).total_seconds() > self.config.slow_after)):
+            reasons.append(f"database slow: oldest unacknowledged message {oldest_age:.0f} s"
+                           f" old, no commit for over {self.config.slow_after:.0f} s")
+        if in_flight >= self.config.receive_maximum:
+            reasons.append(f"backpressure engaged: {in_flight} messages in flight, at the"
+                           f" receive maximum of {self.config.receive_maximum}; the broker"
+                           " holds the rest")
         return {
             "status": "ok" if not reasons else "degraded",
             "reasons": reasons,
-            "queued": self._queue.qsize(),
-            "last_commit": None if self._last_commit is None else self._last_commit.isoformat(),
+            "client_id": self.config.client_id,
+            "subscription": self.config.subscription,
+            "connected": self._connected.is_set(),
+            "database": self._db_ok,
+            "queued": queued,
+            "in_flight": in_flight,
+            "receive_maximum": self.config.receive_maximum,
+            "oldest_unacknowledged_age_s": oldest_age,
+            "last_commit": None if last is None else last.isoformat(),
+            "last_commit_age_s": None if last is None else round((now - last).total_seconds(), 1),
         }
+
+    def _oldest_queued(self) -> datetime | None:
+        with self._queue.mutex:
+            head = self._queue.queue[0] if self._queue.queue else None
+        return None if head is None else head.received_at
 
     def submit(self, topic: str, payload: bytes) -> Future[bool]:
         """Feed a message that did not come over MQTT (a DC-09 frame) into the same pipeline;
@@ -140,9 +178,27 @@ class Gateway:
         # Acknowledgements carry packet ids of one connection; a new connection starts a new
         # generation and the writer drops acks of older ones (the broker redelivers those).
         self._generation += 1
+        if flags.session_present:
+            self._drop_stale()
         client.subscribe(self.config.subscription, qos=1)
         self._connected.set()
         log.info("gateway connected (session present: %s)", flags.session_present)
+
+    def _drop_stale(self) -> None:
+        """Forget queued messages of an earlier connection: the resumed session redelivers
+        every one of them, and keeping both copies would let reconnects during an outage fill
+        the queue and stall paho's network thread on put(). Without a session nothing is
+        redelivered, so the copies are kept and stored (they just cannot be acknowledged)."""
+        with self._queue.mutex:
+            keep = [m for m in self._queue.queue
+                    if m.done is not None or m.generation == self._generation]
+            dropped = len(self._queue.queue) - len(keep)
+            self._queue.queue.clear()
+            self._queue.queue.extend(keep)
+            self._queue.not_full.notify_all()
+        if dropped:
+            log.info("dropped %d queued messages of the previous connection; the broker"
+                     " redelivers them", dropped)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason_code: Any, properties: Any) -> None:
@@ -151,15 +207,27 @@ class Gateway:
             log.warning("gateway disconnected from broker: %s", reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(Incoming(
+        properties = _user_properties(msg)
+        # Blocks only if the queue is full, which the broker's window (receive_maximum) and
+        # _drop_stale keep from happening for MQTT messages; a broker that ignores the window
+        # must not keep this thread (and so stop()) waiting once the writer has ended.
+        incoming = Incoming(
             topic=msg.topic,
             payload=bytes(msg.payload),
             received_at=datetime.now(UTC),
-            hub_received_at=_received_at_property(msg),
+            hub_received_at=_received_at(properties.get("received-at")),
             mid=msg.mid,
             qos=msg.qos,
             generation=self._generation,
-        ))
+            seq=_seq(properties.get("seq")),
+        )
+        while True:
+            try:
+                self._queue.put(incoming, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return  # never acknowledged: the broker delivers it again next session
 
     # -- writer thread -------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -172,9 +240,16 @@ class Gateway:
     def _write_batches(self) -> None:
         store: BatchStore | None = None
         while not self._stop.is_set():
+            if store is None or not self._db_ok:
+                # Connect before the first message too, so an idle gateway reports healthy,
+                # and reconnect once the supervisor has found the database gone while idle.
+                if store is not None:
+                    store.close()
+                store = self._store = self._try_connect()
             batch = self._collect()
             if not batch:
                 continue
+            self._in_hand = batch
             while True:
                 try:
                     if store is None:
@@ -183,7 +258,7 @@ class Gateway:
                     break
                 except psycopg.OperationalError as exc:
                     metrics.DB_FAILURES.inc()
-                    self._db_ok, self._db_error = False, str(exc).splitlines()[0]
+                    self._db_down(exc)
                     log.warning("database write failed, batch kept unacknowledged: %s",
                                 self._db_error)
                     if store is not None:
@@ -197,6 +272,21 @@ class Gateway:
             for outbound in result.outbound:
                 self._client.publish(outbound.topic, outbound.payload, qos=1)
             self._ack(batch)
+            self._in_hand = []
+
+    def _try_connect(self) -> BatchStore | None:
+        try:
+            store = self._connect_store()
+        except psycopg.OperationalError as exc:
+            self._db_down(exc)
+            self._stop.wait(1.0)
+            return None
+        self._db_ok, self._db_error = True, ""
+        return store
+
+    def _db_down(self, exc: psycopg.OperationalError) -> None:
+        self._db_ok = False
+        self._db_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
     def _connect_store(self) -> BatchStore:
         conn = psycopg.connect(self.config.database_url, connect_timeout=5)
@@ -247,6 +337,9 @@ class Gateway:
                     gone = supervision.sweep(conn, datetime.now(UTC))
             except psycopg.Error as exc:
                 log.warning("supervision sweep failed: %s", str(exc).splitlines()[0])
+                if isinstance(exc, psycopg.OperationalError):
+                    # An idle gateway learns of an outage here, not at its next write.
+                    self._db_down(exc)
                 continue
             if gone:
                 log.info("devices gone offline: %s", ", ".join(gone))
@@ -257,15 +350,29 @@ def _urgent(message: Incoming) -> bool:
     return message.topic.rsplit("/", 1)[-1] in PRIORITY_CHANNELS
 
 
-def _received_at_property(msg: mqtt.MQTTMessage) -> datetime | None:
-    """The hub's ``received-at`` MQTT 5 user property (RFC 3339), when present and valid."""
+def _user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:
+    """The MQTT 5 user properties of a message (the first value of a repeated key)."""
     props = getattr(msg, "properties", None)
     pairs = getattr(props, "UserProperty", None) or []
+    found: dict[str, str] = {}
     for key, value in pairs:
-        if key == "received-at":
-            try:
-                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                return None
-            return moment if moment.tzinfo is not None else None
-    return None
+        found.setdefault(key, value)
+    return found
+
+
+def _received_at(value: str | None) -> datetime | None:
+    """The hub's ``received-at`` (RFC 3339), when present and valid."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _seq(value: str | None) -> int | None:
+    """The hub's ``seq`` publish counter, when present and a non-negative integer."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)

@@ -157,6 +157,11 @@ class MosquittoProcess:
             # unlimited). At the limit mosquitto drops messages silently.
             f"max_queued_messages {self._max_queued_messages}",
             "max_queued_bytes 0",
+            # Readings are QoS 1; QoS 0 is not queued for offline sessions (MQTT's rule).
+            "queue_qos0_messages false",
+            # Caps sessions that would never expire (forgotten 3.1.1 devices); longer than
+            # the gateway's own 7-day session expiry, which the shorter of the two decides.
+            "persistent_client_expiration 30d",
             # Small PUBLISH/PUBACK packets go out at once instead of waiting on Nagle.
             "set_tcp_nodelay true",
             # stderr is redirected to the log file, so early config errors land there too.
