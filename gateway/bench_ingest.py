@@ -16,8 +16,10 @@ probe also polls a few devices' newest rows to see when readings become queryabl
 
 from __future__ import annotations
 
+import http.client
 import multiprocessing
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -36,6 +38,7 @@ import psycopg
 from gateway import bench_ingest_load as load
 from gateway import bench_ingest_plot as report
 from gateway import db
+from gateway.services.host import find_free_port
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import PostgresProcess
 from gateway.settings import Settings
@@ -43,6 +46,8 @@ from gateway.settings import Settings
 # A backlog bound well above the gateway's in-flight window (1,000) and the second of delay
 # in PostgreSQL's statistics that measure the gateway's progress.
 MAX_BACKLOG = 20_000
+# The gateway's count of committed messages in its Prometheus exposition.
+_STORED = re.compile(r'^aidlink_ingest_messages_total\{result="stored"\} ([0-9.e+]+)$', re.M)
 WARMUP_S = 3.0
 PROBE_DEVICES = 10
 # Durable, as in production; commit time stamps on for the latency figures; room for the WAL
@@ -126,19 +131,24 @@ class _Probe(threading.Thread):
                     marks[device] = max(marks[device], published)
 
 
-def _inserted_readings(conn: psycopg.Connection[Any],
-                       per_reading: float) -> Callable[[], float]:
-    """Readings committed so far by the gateway, from PostgreSQL's statistics (cheap, up to
-    a second late): rows inserted into the observation partitions over rows per reading."""
-    lock = threading.Lock()  # the pacer and the sampler share the connection
+def _stored_messages(health_port: int) -> Callable[[], float]:
+    """Readings the gateway has committed so far, from its own counter on /metrics (exact
+    and cheap; PostgreSQL's statistics of an idle backend can lag ten seconds)."""
+    last = [0.0]
 
     def count() -> float:
-        with lock:
-            row = conn.execute(
-                "SELECT coalesce(sum(s.n_tup_ins), 0) FROM pg_stat_user_tables s"
-                " JOIN pg_inherits i ON i.inhrelid = s.relid"
-                " WHERE i.inhparent = 'observations'::regclass").fetchone()
-        return 0.0 if row is None else float(row[0]) / per_reading
+        connection = http.client.HTTPConnection("127.0.0.1", health_port, timeout=2)
+        try:
+            connection.request("GET", "/metrics")
+            text = connection.getresponse().read().decode()
+        except OSError:
+            return last[0]  # between scrapes the previous figure stands
+        finally:
+            connection.close()
+        match = _STORED.search(text)
+        if match is not None:
+            last[0] = float(match.group(1))
+        return last[0]
 
     return count
 
@@ -227,13 +237,16 @@ def _subscriber(broker: MosquittoProcess, receive_maximum: int) -> Iterator[Any]
 
 
 @contextmanager
-def _gateway(url: str, broker: MosquittoProcess, log_path: Path) -> Iterator[psutil.Process]:
-    """``aidlink gateway`` as its own process, with the batching settings of the environment."""
+def _gateway(url: str, broker: MosquittoProcess, log_path: Path,
+             health_port: int) -> Iterator[psutil.Process]:
+    """``aidlink gateway`` as its own process, with the batching settings of the environment
+    and its metrics on ``health_port``."""
     env = {**os.environ, "AIDLINK_DATABASE_URL": url, "AIDLINK_MQTT_URL": broker.url,
            "AIDLINK_GATEWAY_CLIENT_ID": "bench-gateway"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
-                                 "gateway"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 "gateway", "--health-port", str(health_port)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while b"gateway connected" not in log_path.read_bytes():
@@ -258,8 +271,6 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
     per_reading = load.rows_per_reading(load.payloads(997))
     notes: list[str] = []
     with ExitStack() as stack:
-        # Opened first so that it closes last, after the threads that use it.
-        stats = stack.enter_context(psycopg.connect(url, autocommit=True))
         broker = stack.enter_context(MosquittoProcess(data_dir=root / "mqtt"))
         run = stack.enter_context(_publishers(broker, clients, opts["publishers"]))
         run.max_backlog = opts["max_backlog"]
@@ -279,8 +290,10 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
             if not _drain(run, 60):
                 notes.append("the ceiling subscriber had not caught up 60 s after the phase")
             run.watched.pop("subscriber")
-        run.gateway = stack.enter_context(_gateway(url, broker, root / "gateway.log"))
-        counter = _inserted_readings(stats, per_reading)
+        health_port = find_free_port()
+        run.gateway = stack.enter_context(_gateway(url, broker, root / "gateway.log",
+                                                   health_port))
+        counter = _stored_messages(health_port)
         # The gateway's session begins now: readings of the ceiling phase never reach it.
         base = run.published() - counter()
         run.consumed = lambda: counter() + base
