@@ -35,6 +35,13 @@ _OBS_COLUMNS = (
     "measured_at", "absent_reason", "flags", "panel", "device_user", "channel", "received_at",
     "sequence", "clock_offset_s",
 )
+# The staging table's column types, in _OBS_COLUMNS order: binary COPY spends far less time
+# encoding a batch than text COPY (the flags arrays above all).
+_OBS_TYPES = (
+    "timestamptz", "text", "text", "text", "text", "int4", "numeric", "text",
+    "timestamptz", "text", "text[]", "text", "int2", "text", "timestamptz",
+    "int4", "float8",
+)
 _EVENT_COLUMNS = (
     "occurred_at", "device_id", "principal_code", "patient_key", "type", "data", "channel",
     "device_time", "received_at", "ref",
@@ -218,7 +225,8 @@ class BatchStore:
                 f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE observations INCLUDING DEFAULTS)"
                 " ON COMMIT DELETE ROWS"
             )
-            with cur.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_OBS_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
