@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -9,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from gateway import db
@@ -111,3 +115,22 @@ def count(url: str, sql: str, *params: Any) -> int:
         row = conn.execute(sql.encode(), params).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """The app on a real uvicorn server on a free loopback port (for streams, which the test
+    client cannot end); yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="the API server to start")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

@@ -5,8 +5,6 @@ streams."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +13,6 @@ from typing import Any
 
 import httpx2
 import psycopg
-import uvicorn
 from fastapi import FastAPI
 from psycopg.types.json import Jsonb
 
@@ -26,7 +23,16 @@ from gateway.services.mosquitto import MosquittoProcess
 from provisioning.patients import patient_key
 from simulators.documents import Dose, dispenser_event
 from simulators.hub import Hub
-from tests.support import SECRET, api_client, bearer, count, running_gateway, seed, wait_for
+from tests.support import (
+    SECRET,
+    api_client,
+    bearer,
+    count,
+    running_gateway,
+    seed,
+    served,
+    wait_for,
+)
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -234,24 +240,6 @@ def test_a_dispenser_document_through_the_gateway_is_listed(
 # --- the server-sent event stream, over a real HTTP server ---------------------------------
 
 
-@contextmanager
-def _served(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="the API server to start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 class _Reader:
     """Blocks of an open event stream; every read has a timeout."""
 
@@ -301,7 +289,7 @@ def test_stream_replays_after_last_event_id_then_delivers_live_events(
     # Two rows a poll: the replay takes several polls, each reading on from the last.
     app = _stream_app(database_url, batch=2)
     headers = {**bearer("20"), "Last-Event-ID": str(ids[1]), "X-Purpose": "alarm-receiver"}
-    with _served(app) as base, _stream(base, headers) as reader:
+    with served(app) as base, _stream(base, headers) as reader:
         assert reader.block() == {"retry": "3000"}
         replayed = [reader.event() for _ in range(3)]
         assert [b["id"] for b in replayed] == [str(i) for i in ids[2:]]
@@ -326,7 +314,7 @@ def test_stream_filters_by_type_and_patient_from_after_id(database_url: str) -> 
     _insert(database_url, fleet.unpaired, "alarm.fall", T0, patient="someone-else-1")
     last = _insert(database_url, fleet.cuff, "alarm.button", T0 + timedelta(minutes=1),
                    patient=fleet.patient)
-    with _served(_stream_app(database_url)) as base, _stream(
+    with served(_stream_app(database_url)) as base, _stream(
             base, bearer("20"), after_id="0", type="alarm.*", patient=fleet.patient) as reader:
         blocks = [reader.event(), reader.event()]
     assert [b["id"] for b in blocks] == [str(wanted), str(last)]
@@ -337,7 +325,7 @@ def test_stream_without_replay_starts_at_now(database_url: str) -> None:
     fleet = seed(database_url)
     _insert(database_url, fleet.cuff, "alarm.button", T0)
     app = _stream_app(database_url)
-    with _served(app) as base, _stream(base, bearer("20")) as reader:
+    with served(app) as base, _stream(base, bearer("20")) as reader:
         reader.block()
         wait_for(lambda: stream_slots(app).active() == 1, what="the stream to start")
         live = _insert(database_url, fleet.cuff, "alarm.fall", T0)
@@ -347,7 +335,7 @@ def test_stream_without_replay_starts_at_now(database_url: str) -> None:
 def test_heartbeat_arrives_and_disconnect_ends_the_stream(database_url: str) -> None:
     seed(database_url)
     app = _stream_app(database_url, heartbeat=0.2)
-    with _served(app) as base:
+    with served(app) as base:
         with _stream(base, bearer("20")) as reader:
             assert reader.block() == {"retry": "3000"}
             assert reader.block() == {"comment": "keepalive"}
@@ -358,7 +346,7 @@ def test_heartbeat_arrives_and_disconnect_ends_the_stream(database_url: str) -> 
 def test_streams_per_client_are_limited_and_bad_ids_are_named(database_url: str) -> None:
     seed(database_url)
     app = _stream_app(database_url, max_per_client=1)
-    with _served(app) as base, _stream(base, bearer("20")) as reader:
+    with served(app) as base, _stream(base, bearer("20")) as reader:
         reader.block()
         with httpx2.Client(timeout=10.0) as client:
             second = client.get(f"{base}/v1/events/stream", headers=bearer("20"))
@@ -373,7 +361,7 @@ def test_streams_per_client_are_limited_and_bad_ids_are_named(database_url: str)
 def test_an_event_committed_after_a_higher_id_is_still_delivered(database_url: str) -> None:
     fleet = seed(database_url)
     app = _stream_app(database_url)
-    with _served(app) as base, _stream(base, bearer("20")) as reader:
+    with served(app) as base, _stream(base, bearer("20")) as reader:
         reader.block()
         wait_for(lambda: stream_slots(app).active() == 1, what="the stream to start")
         with psycopg.connect(database_url) as slow:

@@ -9,11 +9,8 @@ route is gone fails ``test_every_case_names_a_served_route``.
 
 from __future__ import annotations
 
-import socket
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -22,7 +19,6 @@ from typing import Any
 import httpx2
 import psycopg
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
@@ -32,7 +28,7 @@ from gateway.auth import Role
 from gateway.services.postgres import PostgresProcess
 from provisioning import licences
 from provisioning.patients import patient_key
-from tests.support import SECRET, Fleet, bearer, seed, wait_for
+from tests.support import SECRET, Fleet, bearer, seed, served
 from tests.test_row_security import START, store_readings
 
 CA_PASSPHRASE = b"isolation-test-ca-passphrase"
@@ -364,23 +360,6 @@ def test_routes_without_ids_show_no_principals_data(api: TestClient, world: Worl
     _no_leak(world, "", response.text, f"GET {route}")
 
 
-@contextmanager
-def _served(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, what="the API server to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 def _events_until(response: httpx2.Response, last_id: str) -> list[tuple[str, str]]:
     """(id, data) of each event up to and including ``last_id``; the read timeout fails it."""
     seen: list[tuple[str, str]] = []
@@ -413,7 +392,7 @@ def test_the_event_stream_is_isolated(world: World, routes: set[tuple[str, str]]
     app = create_app(database_url=world.url, secret=SECRET, rate_limit=None)
     attempts = [({"after_id": "0"}, {}),
                 ({}, {"Last-Event-ID": str(int(world.ids["event"]) - 1)})]
-    with _served(app) as base, httpx2.Client(timeout=httpx2.Timeout(10.0)) as http:
+    with served(app) as base, httpx2.Client(timeout=httpx2.Timeout(10.0)) as http:
         for params, extra in attempts:
             with http.stream("GET", f"{base}/v1/events/stream", params=params,
                              headers={**bearer("2080"), **extra}) as response:
