@@ -11,9 +11,11 @@ from types import FrameType
 import click
 
 from gateway.cli_common import fail, settings_of
+from gateway.fleet_metrics import FleetMetrics
 from gateway.health_server import HealthServer
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.ingest.topics import SUBSCRIPTION
+from gateway.logs import configure_logging
 from gateway.settings import ConfigurationError, database_url, mqtt_url
 
 log = logging.getLogger("aidlink.gateway")
@@ -45,9 +47,8 @@ def shared(group: str | None) -> str:
 def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None,
                 health_port: int | None, health_host: str) -> None:
     """Run the ingest pipeline on the configured database and broker until SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = settings_of(ctx)
+    configure_logging(settings.log_format)
     try:
         config = GatewayConfig(
             database_url=database_url(settings), mqtt_url=mqtt_url(settings),
@@ -70,7 +71,11 @@ def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None,
     health = None
     if health_port is not None:
         try:
-            health = HealthServer(gateway.health, host=health_host, port=health_port)
+            # The fleet gauges come from the database, which this process knows: a
+            # deployment without the API still gets them.
+            fleet = FleetMetrics(database_url=config.database_url)
+            health = HealthServer(gateway.health, host=health_host, port=health_port,
+                                  metrics=fleet.exposition)
         except OSError as exc:
             fail(str(exc))
     gateway.start()

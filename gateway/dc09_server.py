@@ -184,12 +184,12 @@ class Dc09Server:
             self._record(frame, "unknown_account", "no client owns this account")
             return build_duh(header)
         if frame.outcome is Outcome.LINK_TEST:
-            self._record(frame, str(Outcome.LINK_TEST), "link test")
+            self._record(frame, str(Outcome.LINK_TEST), "link test", client_id)
             return build_ack(header)
         if await self._store(client_id, raw):
-            self._record(frame, "stored", "stored")
+            self._record(frame, "stored", "stored", client_id)
             return build_ack(header)
-        self._record(frame, "not_stored", "submit did not confirm the commit")
+        self._record(frame, "not_stored", "submit did not confirm the commit", client_id)
         return build_nak(self._clock())
 
     async def _store(self, client_id: str, raw: bytes) -> bool:
@@ -202,16 +202,22 @@ class Dc09Server:
             )
             return await asyncio.wait_for(awaitable, self._submit_timeout) is True
         except Exception as error:  # a failed or slow store is a NAK, never a crash
-            _log.warning("DC-09: submit for client %s failed: %r", client_id, error)
+            _log.warning("DC-09: submit for client %s failed: %r", client_id, error,
+                         extra={"client_id": client_id})
             return False
 
-    def _record(self, frame: Frame, outcome: str, detail: str) -> None:
+    def _record(self, frame: Frame, outcome: str, detail: str,
+                client_id: str | None = None) -> None:
         self.counts[outcome] += 1
         header = frame.header
         account = "?" if header is None else header.account
         sequence = "?" if header is None else header.sequence
         level = logging.INFO if outcome in ("stored", "link_test") else logging.WARNING
-        _log.log(level, "DC-09 account %s seq %s: %s (%s)", account, sequence, outcome, detail)
+        # The alarm unit's MQTT identity, once its account is known: what its messages and
+        # dead letters are filed under.
+        extra = {} if client_id is None else {"client_id": client_id}
+        _log.log(level, "DC-09 account %s seq %s: %s (%s)", account, sequence, outcome, detail,
+                 extra=extra)
 
 
 def split_frames(buffer: bytearray) -> tuple[list[bytes], int]:

@@ -19,16 +19,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 log = logging.getLogger(__name__)
 
 HealthProvider = Callable[[], dict[str, Any]]
+Exposition = Callable[[], bytes]
 
 
 class HealthServer:
     """Serves the gateway's health (200 ok, 503 degraded, with reasons) and its metrics."""
 
-    def __init__(self, health: HealthProvider, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Bind now (so a taken port fails at once, naming it); serve after start()."""
+    def __init__(self, health: HealthProvider, *, host: str = "127.0.0.1", port: int = 0,
+                 metrics: Exposition = generate_latest) -> None:
+        """Bind now (so a taken port fails at once, naming it); serve after start().
+        ``metrics`` makes the ``/metrics`` body (the default registry unless told)."""
         self._health = health
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler(health))
+            self._server = ThreadingHTTPServer((host, port), _handler(health, metrics))
         except OSError as exc:
             raise OSError(f"health port {port} on {host} is not available: {exc}") from exc
         self._server.daemon_threads = True
@@ -52,7 +55,7 @@ class HealthServer:
         self._server.server_close()
 
 
-def _handler(health: HealthProvider) -> type[BaseHTTPRequestHandler]:
+def _handler(health: HealthProvider, metrics: Exposition) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "aidlink-gateway"
 
@@ -63,7 +66,7 @@ def _handler(health: HealthProvider) -> type[BaseHTTPRequestHandler]:
                 status = 200 if body["status"] == "ok" else 503
                 self._send(status, "application/json", json.dumps(body).encode())
             elif path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest())
+                self._send(200, CONTENT_TYPE_LATEST, metrics())
             else:
                 detail = {"detail": f"no route {path!r}; try /healthz or /metrics"}
                 self._send(404, "application/json", json.dumps(detail).encode())

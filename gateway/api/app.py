@@ -11,7 +11,7 @@ import psycopg
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import ConnectionPool
 
 from adapters.model import dumps
@@ -20,6 +20,7 @@ from gateway.api.audit import router as audit_router
 from gateway.api.deps import ApiState
 from gateway.api.events import router as events_router
 from gateway.api.fhir_routes import router as fhir_router
+from gateway.api.http_metrics import instrument
 from gateway.api.limits import DEFAULT_BODY_LIMIT, DEFAULT_RATE, BodySizeLimit, RateLimiter
 from gateway.api.oauth import router as oauth_router
 from gateway.api.observations import router as observations_router
@@ -78,6 +79,7 @@ def create_app(*, database_url: str, secret: bytes,
     app.add_middleware(BodySizeLimit, default=body_limit)
     app.include_router(audit_router)
     _errors(app)
+    exposition = instrument(app, database_url=database_url)
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -99,7 +101,7 @@ def create_app(*, database_url: str, secret: bytes,
     @app.get("/metrics")
     def metrics() -> Response:
         """Prometheus exposition."""
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -334,15 +334,13 @@ class Gateway:
         while not self._stop.wait(self.config.supervision_interval):
             try:
                 with psycopg.connect(self.config.database_url, connect_timeout=5) as conn:
-                    gone = supervision.sweep(conn, datetime.now(UTC))
+                    # The sweep logs each device it marks offline, with its principal.
+                    supervision.sweep(conn, datetime.now(UTC))
             except psycopg.Error as exc:
                 log.warning("supervision sweep failed: %s", str(exc).splitlines()[0])
                 if isinstance(exc, psycopg.OperationalError):
                     # An idle gateway learns of an outage here, not at its next write.
                     self._db_down(exc)
-                continue
-            if gone:
-                log.info("devices gone offline: %s", ", ".join(gone))
 
 
 def _urgent(message: Incoming) -> bool:

@@ -126,7 +126,9 @@ class Planner:
                                                        device.principal)))
         except DecodeError as exc:
             log.info("rejected %s from %s: %s payload=%s", topic.channel, device.id, exc.reason,
-                     message.payload.hex())
+                     message.payload.hex(), extra={"device": device.id,
+                                                   "principal": device.principal,
+                                                   "client_id": topic.client_id})
             plan.dead.append((message, topic, Rejected("decode_error", exc.reason,
                                                        device.principal)))
         return None

@@ -3,6 +3,7 @@ interval raises ``device.offline``; its next message raises ``device.online`` (i
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,14 @@ from psycopg.types.json import Jsonb
 
 from gateway import profiles
 
+log = logging.getLogger(__name__)
+
 # For a model without a profile: a day, as most home-care devices report at least daily.
 DEFAULT_INTERVAL = timedelta(hours=24)
+# What "online" means everywhere (this sweep, the fleet metrics): the store sets the flag on
+# every message and this sweep clears it, but never for a retired device, whose flag would
+# otherwise stay set for good. Over device_state ``s`` joined to devices ``d``.
+ONLINE = "s.online AND d.state <> 'retired'"
 
 
 def interval_of(model: str) -> timedelta:
@@ -24,13 +31,14 @@ def interval_of(model: str) -> timedelta:
 def sweep(conn: psycopg.Connection[Any], now: datetime) -> list[str]:
     """Mark devices silent past their interval offline, with an event each; return their ids."""
     rows = conn.execute(
-        "SELECT s.device_id, d.model, s.last_seen FROM device_state s"
-        " JOIN devices d ON d.id = s.device_id WHERE s.online AND d.state <> 'retired'"
+        "SELECT s.device_id, d.model, s.last_seen, d.principal_code FROM device_state s"
+        f" JOIN devices d ON d.id = s.device_id WHERE {ONLINE}"
     ).fetchall()
-    silent = [(device, last) for device, model, last in rows if now - last > interval_of(model)]
+    silent = [(device, last, principal) for device, model, last, principal in rows
+              if now - last > interval_of(model)]
     gone = []
     with conn.transaction():
-        for device_id, last_seen in silent:
+        for device_id, last_seen, _ in silent:
             # Only if nothing arrived since we looked: the writer may have just heard from it.
             cur = conn.execute(
                 "UPDATE device_state SET online = false"
@@ -52,4 +60,8 @@ def sweep(conn: psycopg.Connection[Any], now: datetime) -> list[str]:
                     "silent_for_s": int((now - last_seen).total_seconds())})},
             )
             gone.append(device_id)
+    for device_id, last_seen, principal in silent:
+        if device_id in gone:
+            log.info("device %s went offline: silent since %s", device_id,
+                     last_seen.isoformat(), extra={"device": device_id, "principal": principal})
     return gone
