@@ -121,6 +121,7 @@ def db_migrate(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
+    from gateway.cli_api import api_cmd
     from gateway.cli_bulk import device_bulk
     from gateway.cli_clients import client_group, keys_group, token_cmd
     from gateway.cli_data import data_group
@@ -134,7 +135,7 @@ def _register_commands() -> None:
     device_group.add_command(device_bulk)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
                     licence_group, report_group, bench_group, simulate_cmd, up_cmd,
-                    client_group, keys_group, token_cmd, data_group, gateway_cmd):
+                    client_group, keys_group, token_cmd, data_group, gateway_cmd, api_cmd):
         main.add_command(command)
 
 
