@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
-
-import psycopg
 
 from gateway import profiles
 from gateway.ingest.topics import UpTopic
@@ -79,43 +76,17 @@ class SequenceState:
 
 
 class Registry:
-    """The registry facts for one batch, fetched with four queries."""
+    """The registry facts for one batch: who each client and device is, pairings, assignments
+    and the stored-record numbers seen so far (gathered by registry_cache.RegistryCache)."""
 
-    def __init__(self, conn: psycopg.Connection[Any], topics: Iterable[UpTopic]) -> None:
-        wanted = list(topics)
-        clients = sorted({t.client_id for t in wanted})
-        devices = sorted({t.device_id for t in wanted})
-        rows = conn.execute(
-            "SELECT d.id, d.client_id, d.principal_code, d.state, d.model, p.zone,"
-            " s.clock_offset_s, s.online FROM devices d"
-            " JOIN principals p ON p.code = d.principal_code"
-            " LEFT JOIN device_state s ON s.device_id = d.id"
-            " WHERE d.client_id = ANY(%s) OR d.id = ANY(%s)",
-            (clients, devices),
-        ).fetchall()
-        self._by_id = {r[0]: DeviceRow(*r) for r in rows}
-        self._by_client = {d.client_id: d for d in self._by_id.values()}
-        pairs = conn.execute(
-            "SELECT peripheral_id, hub_id FROM pairings"
-            " WHERE unpaired_at IS NULL AND peripheral_id = ANY(%s)",
-            (devices,),
-        ).fetchall()
-        self._hub_of = {p: h for p, h in pairs}
-        self._assignments: dict[str, list[Assignment]] = {}
-        for device_id, key, start, end in conn.execute(
-            "SELECT device_id, patient_key, valid_from, valid_to FROM assignments"
-            " WHERE device_id = ANY(%s) ORDER BY valid_from",
-            (devices,),
-        ):
-            self._assignments.setdefault(device_id, []).append(Assignment(key, start, end))
-        self.sequences: dict[tuple[str, str], SequenceState] = {
-            (r[0], r[1]): SequenceState(r[2], r[3], r[4])
-            for r in conn.execute(
-                "SELECT device_id, channel, last_sequence, requested_after, requested_at"
-                " FROM record_sequences WHERE device_id = ANY(%s)",
-                (devices,),
-            )
-        }
+    def __init__(self, devices: Mapping[str, DeviceRow], hub_of: Mapping[str, str],
+                 assignments: Mapping[str, Sequence[Assignment]],
+                 sequences: dict[tuple[str, str], SequenceState]) -> None:
+        self._by_id = devices
+        self._by_client = {d.client_id: d for d in devices.values()}
+        self._hub_of = hub_of
+        self._assignments = assignments
+        self.sequences = sequences
 
     def resolve(self, topic: UpTopic) -> Resolved | Rejected:
         """Decide whether the client may publish for the device, and whose the data is."""

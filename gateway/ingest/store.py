@@ -21,7 +21,8 @@ from psycopg.types.json import Jsonb
 from gateway.db import month_start, uses_timescaledb
 from gateway.ingest import gaps
 from gateway.ingest.plan import Incoming, Outbound, Plan, Planner, parse_batch
-from gateway.ingest.resolve import Registry, Rejected
+from gateway.ingest.registry_cache import RegistryCache
+from gateway.ingest.resolve import Rejected
 from gateway.ingest.topics import TopicError, UpTopic, parse_up
 from provisioning import lifecycle
 from provisioning.errors import ProvisioningError
@@ -84,6 +85,7 @@ class BatchStore:
         self._months: set[datetime] = set()
         self._timescale = uses_timescaledb(conn)
         conn.commit()
+        self._registry = RegistryCache(conn)
 
     def close(self) -> None:
         """Close the connection (a broken one too)."""
@@ -95,7 +97,7 @@ class BatchStore:
         try:
             plan = Plan()
             parsed = parse_batch(batch, plan)
-            Planner(Registry(conn, (t for _, t in parsed))).plan(parsed, plan)
+            Planner(self._registry.registry(t for _, t in parsed)).plan(parsed, plan)
             self._ensure_partitions(plan.observations)
             result = BatchResult(messages=len(batch), stored_messages=plan.stored_messages,
                                  ignored=plan.ignored, outbound=plan.outbound)
@@ -207,12 +209,24 @@ class BatchStore:
                     lifecycle.confirm_wipe(self._conn, device_id=device_id, nonce=nonce,
                                            confirmed_at=at, actor="gateway")
             except ProvisioningError as exc:
-                log.warning("wipe confirmation from %s not recorded: %s", device_id, exc)
+                log.warning("wipe confirmation from %s not recorded: %s", device_id, exc,
+                            extra={"device": device_id})
 
     def _ensure_partitions(self, rows: list[tuple[Any, ...]]) -> None:
         if self._timescale:
             return
-        for month in sorted({month_start(row[0]) for row in rows} - self._months):
+        months: set[datetime] = set()
+        settled: set[tuple[int, int]] = set()
+        for row in rows:
+            at = row[0]
+            # Away from a month's first and last days, the UTC month is the local one (offsets
+            # are under a day), so one row of each local month there stands for the rest.
+            if 1 < at.day < 28:
+                if (at.year, at.month) in settled:
+                    continue
+                settled.add((at.year, at.month))
+            months.add(month_start(at))
+        for month in sorted(months - self._months):
             self._conn.execute("SELECT aidlink_ensure_observation_partition(%s)", (month,))
             self._months.add(month)
 
