@@ -73,7 +73,7 @@ class _Run:
     consumed: Callable[[], float] = lambda: 0.0
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
-    gateway: psutil.Process | None = None
+    gateways: list[psutil.Process] = field(default_factory=list)
     watched: dict[str, psutil.Process] = field(default_factory=dict)
 
     def published(self) -> int:
@@ -95,13 +95,14 @@ def _sample(run: _Run, stop: threading.Event) -> None:
         sample: dict[str, Any] = {"t": round(time.time() - run.started, 2),
                                   "phase": run.phase, "published": run.published(),
                                   "consumed": round(run.consumed())}
-        gateway = run.gateway
-        if gateway is not None:
+        if run.gateways:
+            # Several gateway processes count as one gateway: their memory and CPU summed.
             try:
-                sample["gateway_rss_mb"] = round(gateway.memory_info().rss / 2**20, 1)
-                sample["cpu_gateway"] = gateway.cpu_percent()
+                sample["gateway_rss_mb"] = round(
+                    sum(g.memory_info().rss for g in run.gateways) / 2**20, 1)
+                sample["cpu_gateway"] = sum(g.cpu_percent() for g in run.gateways)
             except psutil.NoSuchProcess:
-                run.gateway = None
+                run.gateways = []
         for name, proc in run.watched.items():
             sample[f"cpu_{name}"] = proc.cpu_percent()
         run.samples.append(sample)
@@ -216,52 +217,98 @@ def _publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Ite
                 proc.terminate()
 
 
+# The shared subscription group of the gateways (and of the ceiling's subscribers) when the
+# bench runs more than one.
+SHARE_GROUP = "bench"
+
+
 @contextmanager
-def _subscriber(broker: MosquittoProcess, receive_maximum: int) -> Iterator[Any]:
+def _subscribers(broker: MosquittoProcess, receive_maximum: int,
+                 count: int) -> Iterator[tuple[Callable[[], float], list[int]]]:
+    """``count`` plain subscribers, on one shared subscription when more than one (as the
+    gateways run), counting what they receive; yields the count and their pids."""
     context = multiprocessing.get_context("spawn")
-    stop, ready = context.Event(), context.Event()
-    received = context.Value("q", 0, lock=False)
-    proc = context.Process(target=load.subscribe, name="bench-subscriber", args=(
-        broker.host, broker.port, receive_maximum, received, stop, ready))
-    proc.start()
+    stop = context.Event()
+    received = context.Array("q", count, lock=False)
+    group = SHARE_GROUP if count > 1 else None
+    procs, readies = [], []
+    for index in range(count):
+        ready = context.Event()
+        proc = context.Process(target=load.subscribe, name=f"bench-subscriber-{index}", args=(
+            broker.host, broker.port, receive_maximum, _Slot(received, index), stop, ready,
+            index, group))
+        proc.start()
+        procs.append(proc)
+        readies.append(ready)
     try:
-        if not ready.wait(30):
-            raise RuntimeError(f"the ceiling subscriber did not subscribe at {broker.url} in 30 s"
-                               f" (exit code {proc.exitcode})")
-        yield received, proc.pid
+        for ready, proc in zip(readies, procs, strict=True):
+            if not ready.wait(30):
+                raise RuntimeError(f"ceiling subscriber {proc.name} did not subscribe at"
+                                   f" {broker.url} in 30 s (exit code {proc.exitcode})")
+        yield (lambda: float(sum(received[:]))), [p.pid for p in procs if p.pid is not None]
     finally:
         stop.set()
-        proc.join(timeout=20)
-        if proc.is_alive():
-            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=20)
+            if proc.is_alive():
+                proc.terminate()
+
+
+class _Slot:
+    """One subscriber's counter: an element of a shared array, used as ``.value``."""
+
+    def __init__(self, array: Any, index: int) -> None:
+        self._array, self._index = array, index
+
+    @property
+    def value(self) -> int:
+        return int(self._array[self._index])
+
+    @value.setter
+    def value(self, number: int) -> None:
+        self._array[self._index] = number
 
 
 @contextmanager
-def _gateway(url: str, broker: MosquittoProcess, log_path: Path,
-             health_port: int) -> Iterator[psutil.Process]:
-    """``aidlink gateway`` as its own process, with the batching settings of the environment
-    and its metrics on ``health_port``."""
-    env = {**os.environ, "AIDLINK_DATABASE_URL": url, "AIDLINK_MQTT_URL": broker.url,
-           "AIDLINK_GATEWAY_CLIENT_ID": "bench-gateway"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", "from gateway.cli import main; main()",
-                                 "gateway", "--health-port", str(health_port)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+def _gateways(url: str, broker: MosquittoProcess, root: Path,
+              count: int) -> Iterator[tuple[list[psutil.Process], list[int]]]:
+    """``aidlink gateway`` processes, with the batching settings of the environment, each with
+    its metrics on its own port; more than one share one subscription (``--share``). Yields the
+    processes and their metrics ports."""
+    env = {**os.environ, "AIDLINK_DATABASE_URL": url, "AIDLINK_MQTT_URL": broker.url}
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    logs: list[Path] = []
     try:
+        for index in range(count):
+            port = find_free_port()
+            command = [sys.executable, "-c", "from gateway.cli import main; main()", "gateway",
+                       "--health-port", str(port), "--client-id", f"bench-gateway-{index}"]
+            if count > 1:
+                command += ["--share", SHARE_GROUP]
+            log_path = root / f"gateway-{index}.log"
+            with log_path.open("wb") as log:
+                procs.append(subprocess.Popen(command, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT))
+            ports.append(port)
+            logs.append(log_path)
         deadline = time.monotonic() + 30
-        while b"gateway connected" not in log_path.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not connect to {broker.url} (exit code "
-                                   f"{proc.poll()}): {log_path.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield psutil.Process(proc.pid)
+        for proc, log_path in zip(procs, logs, strict=True):
+            while b"gateway connected" not in log_path.read_bytes():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"a gateway did not connect to {broker.url} (exit code"
+                                       f" {proc.poll()}): {log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+        yield [psutil.Process(p.pid) for p in procs], ports
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -283,17 +330,22 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
             thread.start()
         stack.callback(_join, stop, threads)
         _say(f"ceiling: publishers -> Mosquitto -> subscriber, {opts['seconds_ceiling']:g} s")
-        with _subscriber(broker, settings.receive_maximum) as (received, pid):
-            run.watched["subscriber"] = psutil.Process(pid)
-            run.consumed = lambda: float(received.value)
+        with _subscribers(broker, settings.receive_maximum, opts["gateways"]) as (received,
+                                                                                pids):
+            for index, pid in enumerate(pids):
+                run.watched[f"subscriber-{index}"] = psutil.Process(pid)
+            run.consumed = received
             _phase(run, "ceiling", opts["seconds_ceiling"], 0.0)
             if not _drain(run, 60):
-                notes.append("the ceiling subscriber had not caught up 60 s after the phase")
-            run.watched.pop("subscriber")
-        health_port = find_free_port()
-        run.gateway = stack.enter_context(_gateway(url, broker, root / "gateway.log",
-                                                   health_port))
-        counter = _stored_messages(health_port)
+                notes.append("the ceiling subscribers had not caught up 60 s after the phase")
+            for index in range(len(pids)):
+                run.watched.pop(f"subscriber-{index}")
+        run.gateways, ports = stack.enter_context(_gateways(url, broker, root,
+                                                            opts["gateways"]))
+        counters = [_stored_messages(port) for port in ports]
+
+        def counter() -> float:
+            return sum(count() for count in counters)
         # The gateway's session begins now: readings of the ceiling phase never reach it.
         base = run.published() - counter()
         run.consumed = lambda: counter() + base
@@ -312,6 +364,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
             notes.append("the gateway had not stored every reading 60 s after the latency phase")
         probe.stop.set()
         probe.join(timeout=10)
+        per_gateway = [int(count()) for count in counters]
         run.phase = "done"
     # Read once the publishers have ended: each waits for its last PUBACKs before it exits.
     acked = sum(run.control.acked[:])
@@ -320,6 +373,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
     figures["published"] = run.published()
     figures["published_to_gateway"] = figures["published"] - before_gateway
     figures["broker_acknowledged"] = acked
+    figures["stored_by_gateway"] = per_gateway
     figures["timeline"] = report.merge_timeline(run.samples, figures.pop("per_second"))
     figures["settings"] = {"batch_max_rows": settings.batch_max_rows,
                            "batch_max_delay_ms": settings.batch_max_delay_ms,
@@ -354,21 +408,23 @@ def _broker_settings(broker: MosquittoProcess) -> dict[str, str]:
 
 def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float = 20.0,
                      seconds_throughput: float = 30.0, latency_rate: float = 5000.0,
-                     seconds_latency: float = 30.0, publishers: int = 2,
+                     seconds_latency: float = 30.0, publishers: int = 2, gateways: int = 1,
                      max_backlog: int = MAX_BACKLOG) -> dict[str, Any]:
     """Run the three phases on a throwaway durable PostgreSQL and Mosquitto; write the
     figures to ``out`` and the plot next to it (``.png``); return the figures."""
     for name, value in (("devices", devices), ("seconds_ceiling", seconds_ceiling),
                         ("seconds_throughput", seconds_throughput),
                         ("latency_rate", latency_rate), ("seconds_latency", seconds_latency),
-                        ("publishers", publishers), ("max_backlog", max_backlog)):
+                        ("publishers", publishers), ("gateways", gateways),
+                        ("max_backlog", max_backlog)):
         if value <= 0:
             raise ValueError(f"{name} must be positive, not {value}")
     if devices < publishers:
         raise ValueError(f"{devices} devices cannot be shared by {publishers} publishers")
     opts = {"devices": devices, "seconds_ceiling": seconds_ceiling, "publishers": publishers,
             "seconds_throughput": seconds_throughput, "latency_rate": latency_rate,
-            "seconds_latency": seconds_latency, "max_backlog": max_backlog}
+            "seconds_latency": seconds_latency, "max_backlog": max_backlog,
+            "gateways": gateways}
     with tempfile.TemporaryDirectory(prefix="aidlink-bench-") as scratch:
         root = Path(scratch)
         root.chmod(0o755)  # the server may run as its own system user

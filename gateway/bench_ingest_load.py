@@ -268,13 +268,16 @@ def _close(conns: list[_Connection], selector: selectors.BaseSelector, control: 
 
 def subscribe(host: str, port: int, receive_maximum: int, received: Any,
               stop: multiprocessing.synchronize.Event,
-              ready: multiprocessing.synchronize.Event) -> None:
-    """Count messages on the gateway's subscription at QoS 1 until ``stop``. A child process."""
-    client = new_client("bench-ceiling-subscriber", protocol=5)
+              ready: multiprocessing.synchronize.Event, index: int = 0,
+              group: str | None = None) -> None:
+    """Count messages on the gateway's subscription at QoS 1 until ``stop``; with ``group``,
+    as one member of that shared subscription, as the gateways run. A child process."""
+    client = new_client(f"bench-ceiling-subscriber-{index}", protocol=5)
     subscribed = ready
+    topic = SUBSCRIPTION if group is None else f"$share/{group}/{SUBSCRIPTION}"
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        c.subscribe(SUBSCRIPTION, qos=1)
+        c.subscribe(topic, qos=1)
 
     def on_subscribe(c: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
         subscribed.set()

@@ -121,11 +121,14 @@ def bench_api(ctx: click.Context, out: Path, observations: int, patients: int, d
               show_default=True)
 @click.option("--publishers", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Publisher processes sharing the devices.")
+@click.option("--gateways", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Gateway processes on one shared subscription (the ceiling then uses as"
+                   " many subscribers, shared the same way).")
 @click.option("--smoke", is_flag=True,
               help="A tiny run (20 devices, 2 s phases at 200/s) to check the bench works.")
 def bench_ingest(out: Path, devices: int, seconds_ceiling: float, seconds_throughput: float,
                  latency_rate: float, seconds_latency: float, publishers: int,
-                 smoke: bool) -> None:
+                 gateways: int, smoke: bool) -> None:
     """QoS 1 ingest end to end on throwaway Mosquitto and durable PostgreSQL: broker ceiling,
     gateway throughput, latency at a fixed rate, gateway memory (batching settings from the
     AIDLINK_* environment)."""
@@ -140,7 +143,7 @@ def bench_ingest(out: Path, devices: int, seconds_ceiling: float, seconds_throug
         figures = run_ingest_bench(out, devices=devices, seconds_ceiling=seconds_ceiling,
                                    seconds_throughput=seconds_throughput,
                                    latency_rate=latency_rate, seconds_latency=seconds_latency,
-                                   publishers=publishers)
+                                   publishers=publishers, gateways=gateways)
     except ValueError as exc:
         fail(f"bench ingest: {exc}")
     click.echo(table(figures))

@@ -80,3 +80,21 @@ def test_the_bench_refuses_bad_sizes(tmp_path: Path, options: dict[str, float],
     with pytest.raises(ValueError, match=message):
         run_ingest_bench(tmp_path / "ingest.json", **options)  # type: ignore[arg-type]
     assert not (tmp_path / "ingest.json").exists()
+
+
+def test_two_gateways_share_the_stream_and_the_ceiling_is_shared_alike(
+        tmp_path: Path, mosquitto: MosquittoProcess) -> None:
+    assert mosquitto.is_running()
+    if find_postgres_bin_dir() is None:
+        missing_component("PostgreSQL not installed")
+    out = tmp_path / "ingest.json"
+    figures = run_ingest_bench(out, devices=10, seconds_ceiling=2.0, seconds_throughput=4.0,
+                               latency_rate=200, seconds_latency=2.0, publishers=1,
+                               gateways=2, max_backlog=2000)
+    assert figures["options"]["gateways"] == 2
+    # Every reading stored once between them, and each stored a share.
+    assert figures["stored_readings"] == figures["published_to_gateway"] > 0
+    assert sum(figures["stored_by_gateway"]) == figures["stored_readings"]
+    assert min(figures["stored_by_gateway"]) > 0, figures["stored_by_gateway"]
+    watched = {key for entry in figures["timeline"] for key in entry if key.startswith("cpu_")}
+    assert {"cpu_subscriber-0", "cpu_subscriber-1", "cpu_gateway"} <= watched
