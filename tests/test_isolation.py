@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from psycopg.types.json import Jsonb
 
 from gateway.api.app import create_app
+from gateway.api.console import session as console_session
 from gateway.auth import Role
 from gateway.services.postgres import PostgresProcess
 from provisioning import licences
@@ -60,7 +61,9 @@ def nothing_onboarded(body: Any) -> bool:
 @dataclass(frozen=True)
 class Case:
     """One attempt by principal 2080 (as ``role``) on principal 20's ids. ``path``, params,
-    body and CSV are templates over ``World.ids``; ``empty`` judges a 200 answer."""
+    body and CSV are templates over ``World.ids``; ``empty`` judges a 200 answer. A
+    ``console`` case signs in as the console does (the token in its cookie, the session's
+    CSRF token in the form) and sends ``form`` fields, the CSV as an uploaded file."""
 
     role: Role
     path: str
@@ -69,6 +72,8 @@ class Case:
     csv: str | None = None
     expect: tuple[int, ...] = (404,)
     empty: Check | None = None
+    console: bool = False
+    form: dict[str, str] | None = None
 
 
 SEARCH = (200, 404)  # a search may answer "not found" or an empty result
@@ -184,6 +189,40 @@ CASES.update({("POST", f"/v1/devices/{{device_id}}/{action}"): [
                        ("recondition/confirm", {"nonce": "n-1",
                                                 "confirmed_at": "2026-11-01T08:00:00Z"}))})
 
+# The console: the same walls as the API, for technicians and for admins (the console confines
+# an admin to its token's principal too). Pages of the caller's own principal show none of
+# principal 20's data; bulk jobs live in memory, so an unknown job id stands for 20's.
+ADM = Role.ADMIN
+CASES.update({
+    ("GET", "/console/"): [
+        Case(T, "/console/", console=True, expect=(200,)),
+        Case(T, "/console/", {"q": "{cuff}"}, console=True, expect=(200,)),
+        Case(ADM, "/console/", console=True, expect=(200,))],
+    ("GET", "/console/devices/{device_id}"): [
+        Case(T, "/console/devices/{cuff}", console=True),
+        Case(ADM, "/console/devices/{cuff}", console=True)],
+    ("GET", "/console/onboard"): [Case(T, "/console/onboard", console=True, expect=(200,))],
+    ("POST", "/console/onboard"): [
+        Case(T, "/console/onboard", console=True, form={"model": "bpm", "serial": "ISO-C1"},
+             expect=(200,))],
+    ("GET", "/console/bulk"): [Case(T, "/console/bulk", console=True, expect=(200,))],
+    # Accepted as a job; its row for principal 20 is refused (tests/test_console.py).
+    ("POST", "/console/bulk"): [
+        Case(T, "/console/bulk", console=True, csv="principal,model,serial\n20,bpm,ISO-C2\n",
+             expect=(303,))],
+    ("GET", "/console/bulk/{job_id}"): [Case(T, "/console/bulk/job-of-20", console=True)],
+    ("POST", "/console/bulk/{job_id}/credentials"): [
+        Case(T, "/console/bulk/job-of-20/credentials", console=True)],
+    ("GET", "/console/licences"): [
+        Case(T, "/console/licences", {"month": "2026-11"}, console=True, expect=(200,)),
+        Case(ADM, "/console/licences", console=True, expect=(200,))],
+})
+CASES.update({("POST", f"/console/devices/{{device_id}}/{action}"): [
+    Case(who, f"/console/devices/{{cuff}}/{action}", console=True, form=form)
+    for who in (T, ADM)
+] for action, form in (("assign", {"patient": "p-1", "basis": "HSL"}), ("return", REASON),
+                       ("recondition", REASON), ("revoke", {"reason": "key_compromise"}))})
+
 # Routes that take no patient, device, event or licence id and serve no principal's data.
 # The GET ones are still requested, to show that none of principal 20's data is in them.
 NO_PRINCIPAL_DATA: dict[tuple[str, str], str] = {
@@ -194,6 +233,10 @@ NO_PRINCIPAL_DATA: dict[tuple[str, str], str] = {
     ("POST", "/oauth/token"): "a token for the client's own credentials, bound to its principal",
     **dict.fromkeys([("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),
                      ("GET", "/docs/oauth2-redirect")], "the API description"),
+    ("GET", "/console/login"): "the console's login form",
+    ("POST", "/console/login"): "a console session for the client's own credentials",
+    ("POST", "/console/logout"): "ends the caller's own console session",
+    ("GET", "/console/static/console.css"): "the console's stylesheet",
 }
 
 
@@ -335,16 +378,36 @@ def test_another_principals_ids_are_not_found(api: TestClient, world: World,
     path, params = _fill(case.path, world.ids), _fill(case.params, world.ids)
     body, csv = _fill(case.json, world.ids), _fill(case.csv, world.ids)
     headers = bearer("2080", case.role)
-    if csv is not None:
-        headers["Content-Type"] = "text/csv"
-    response = api.request(method, path, params=params, json=body, content=csv,
-                           headers=headers)
+    if case.console:
+        response = _console_request(api, method, path, params, headers,
+                                    _fill(case.form or {}, world.ids), csv)
+    else:
+        if csv is not None:
+            headers["Content-Type"] = "text/csv"
+        response = api.request(method, path, params=params, json=body, content=csv,
+                               headers=headers)
     where = f"{method} {path} {params} as a {case.role} of 2080"
     assert response.status_code in case.expect, (
         f"{where}: expected {case.expect}, got {response.status_code}: {response.text[:500]}")
     if response.status_code == 200 and case.empty is not None:
         assert case.empty(response.json()), f"{where} is not empty: {response.text[:500]}"
     _no_leak(world, f"{path} {params} {body} {csv}", response.text, where)
+
+
+def _console_request(api: TestClient, method: str, path: str, params: dict[str, str],
+                     headers: dict[str, str], form: dict[str, str],
+                     csv: str | None) -> httpx2.Response:
+    """A console request of the bearer's session: its token as the console's cookie, and
+    on a POST the session's CSRF token; redirects are answers of their own here."""
+    token = headers.pop("Authorization").removeprefix("Bearer ")
+    headers["Cookie"] = f"{console_session.COOKIE}={token}"
+    if method != "POST":
+        return api.request(method, path, params=params, headers=headers,
+                           follow_redirects=False)
+    data = {**form, "csrf": console_session.csrf_token(SECRET, token)}
+    files = None if csv is None else {"file": ("fleet.csv", csv.encode(), "text/csv")}
+    return api.request(method, path, params=params, headers=headers, data=data, files=files,
+                       follow_redirects=False)
 
 
 @pytest.mark.parametrize(("method", "route"), sorted(NO_PRINCIPAL_DATA))

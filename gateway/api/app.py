@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from adapters.model import dumps
 from gateway.api import fhir
 from gateway.api.audit import router as audit_router
+from gateway.api.console import router as console_router
 from gateway.api.deps import ApiState
 from gateway.api.events import router as events_router
 from gateway.api.fhir_routes import router as fhir_router
@@ -78,6 +79,7 @@ def create_app(*, database_url: str, secret: bytes,
     app.include_router(oauth_router)
     app.add_middleware(BodySizeLimit, default=body_limit)
     app.include_router(audit_router)
+    app.include_router(console_router)
     _errors(app)
     exposition = instrument(app, database_url=database_url)
 
