@@ -13,6 +13,7 @@ import uvicorn
 from gateway import db
 from gateway.api.app import create_app
 from gateway.cli_common import fail, settings_of
+from gateway.logs import configure_logging
 from gateway.settings import (
     ConfigurationError,
     Settings,
@@ -87,9 +88,8 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.pass_context
 def api_cmd(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the HTTP API on the configured database until SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = settings_of(ctx)
+    configure_logging(settings.log_format)
     try:
         url = database_url(settings)
         secret = server_secret(settings)

@@ -41,9 +41,6 @@ STABLE = {
     "aidlink_devices_online": {"principal"},
     "aidlink_licences_expiring": {"principal"},
 }
-# The scale-out file's database images float (`latest-pg16`); pinning them is its owner's
-# change. Listed here so that the check still holds for every other service there.
-FLOATING_IN_SCALE_OUT = {"db-primary", "db-replica"}
 
 @pytest.fixture(scope="module")
 def compose() -> Doc:
@@ -154,10 +151,7 @@ def test_the_image_is_multi_stage_unprivileged_and_copies_what_exists() -> None:
 
 def test_the_scale_out_files_pass_the_checks_that_fit_them() -> None:
     doc = load(SCALE_OUT / "compose.yaml")
-    exempt = frozenset(FLOATING_IN_SCALE_OUT)
-    assert image_problems(doc, exempt=exempt) == []
-    # The exemption is still needed; once the owner pins these images it goes.
-    assert len(image_problems({"services": {n: doc["services"][n] for n in exempt}})) == 2
+    assert image_problems(doc) == []
     assert build_problems(doc, SCALE_OUT) == []
     assert mount_problems(doc, SCALE_OUT, generated=("./broker", "./secrets/")) == []
     assert dependency_problems(doc) == []
