@@ -1,4 +1,5 @@
-"""The gateway's registry cache: kept between batches, dropped when the registry changes.
+"""What the gateway keeps between batches: registry facts (dropped when the registry changes)
+and the last_seen it wrote per device.
 
 Every change is made on a second connection, as the API or a technician's command would, and
 the next batch on the gateway's connection must see it.
@@ -6,6 +7,7 @@ the next batch on the gateway's connection must see it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -13,7 +15,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from gateway.ingest.store import BatchStore, Incoming
+from gateway.ingest.store import LAST_SEEN_EVERY, BatchStore, Incoming
 from simulators.bpm import BpReading, encode
 from tests.support import Fleet, seed
 
@@ -119,3 +121,57 @@ def test_rows_either_side_of_a_utc_month_boundary_in_local_time_get_their_partit
             "SELECT tableoid::regclass::text, count(*) FROM observations GROUP BY 1 ORDER BY 1"
         ).fetchall()
     assert partitions == [("observations_202609", 3), ("observations_202610", 6)]
+
+
+def _last_seen(database_url: str, device: str) -> tuple[datetime, bool]:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT last_seen, online FROM device_state WHERE device_id = %s",
+                           (device,)).fetchone()
+    assert row is not None, f"no state for {device}"
+    return row[0], row[1]
+
+
+def test_last_seen_is_written_every_few_seconds_of_a_burst_and_at_once_on_return(
+        database_url: str, fleet: Fleet) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+
+    def at(offset_s: float) -> Incoming:
+        message = _reading(fleet, start + timedelta(seconds=offset_s))
+        return replace(message, received_at=start + timedelta(seconds=offset_s))
+
+    with psycopg.connect(database_url) as conn:
+        store = BatchStore(conn)
+        store.write([at(0)])
+        assert _last_seen(database_url, fleet.cuff) == (start, True)
+        store.write([at(2)])
+        assert _last_seen(database_url, fleet.cuff) == (start, True)
+        store.write([at(LAST_SEEN_EVERY.total_seconds())])
+        assert _last_seen(database_url, fleet.cuff)[0] == start + LAST_SEEN_EVERY
+        # Supervision marks the cuff offline: its next message is written at once, with the
+        # device.online event, however recently this connection wrote it.
+        _elsewhere(database_url, "UPDATE device_state SET online = false WHERE device_id = %s",
+                   fleet.cuff)
+        result = store.write([at(LAST_SEEN_EVERY.total_seconds() + 1)])
+        assert _last_seen(database_url, fleet.cuff) == (
+            start + LAST_SEEN_EVERY + timedelta(seconds=1), True)
+        assert result.events_new == 1
+
+
+def test_a_rolled_back_batch_leaves_last_seen_to_be_written_again(database_url: str,
+                                                                  fleet: Fleet) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    message = replace(_reading(fleet, start), received_at=start)
+    with psycopg.connect(database_url) as conn:
+        store = BatchStore(conn)
+        with psycopg.connect(database_url) as locker:
+            # The write waits on the lock until the statement timeout ends it: no commit.
+            locker.execute("LOCK TABLE observations IN ACCESS EXCLUSIVE MODE")
+            conn.execute("SET statement_timeout = '300ms'")
+            conn.commit()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                store.write([message])
+            locker.rollback()
+        conn.execute("SET statement_timeout = 0")
+        conn.commit()
+        store.write([message])
+    assert _last_seen(database_url, fleet.cuff) == (start, True)

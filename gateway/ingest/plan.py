@@ -185,8 +185,9 @@ class Planner:
     def _replays(self, plan: Plan) -> None:
         """Ask hubs for stored records the gateway has not seen (a gap, or a device back)."""
         now = max(plan.seen.values(), default=None)
+        stored = self._registry.sequences({d for d, _ in plan.records} | set(plan.came_back))
         for (device_id, channel), seen in plan.records.items():
-            known = self._registry.sequences.get((device_id, channel))
+            known = stored.get((device_id, channel))
             numbers = set(seen.numbers)
             top = max(numbers)
             # Records above the last one stored must come without holes; the first hole
@@ -205,7 +206,7 @@ class Planner:
             last = top if known is None else max(known.last, top)
             plan.sequence_updates.append((device_id, channel, last, requested, requested_at))
         for device_id, (client_id, _) in plan.came_back.items():
-            for (dev, channel), known in self._registry.sequences.items():
+            for (dev, channel), known in stored.items():
                 if dev == device_id and (dev, channel) not in plan.records:
                     plan.outbound.append(_fetch(client_id, dev, channel, known.last))
 

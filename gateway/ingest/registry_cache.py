@@ -12,8 +12,8 @@ is being written moves the version again and the next batch reads afresh, as if 
 arrived a moment earlier.
 
 What changes with every batch is still read per batch: the devices' state (online, clock
-offset), which the supervision thread and other gateways write, and the stored record numbers
-per channel.
+offset), which the supervision thread and other gateways write, and, only for the devices
+whose messages carry numbered records, the stored record numbers per channel.
 """
 
 from __future__ import annotations
@@ -77,15 +77,15 @@ class RegistryCache:
             offset, online = state.get(device_id, (None, None))
             rows[device_id] = DeviceRow(d.id, d.client_id, d.principal, d.state, d.model,
                                         d.principal_zone, offset, online)
-        sequences = {
+        return Registry(rows, self._hub_of, self._assignments, self._sequences)
+
+    def _sequences(self, device_ids: list[str]) -> dict[tuple[str, str], SequenceState]:
+        return {
             (r[0], r[1]): SequenceState(r[2], r[3], r[4])
             for r in self._conn.execute(
                 "SELECT device_id, channel, last_sequence, requested_after, requested_at"
-                " FROM record_sequences WHERE device_id = ANY(%s)",
-                (sorted(devices),),
-            )
+                " FROM record_sequences WHERE device_id = ANY(%s)", (device_ids,))
         }
-        return Registry(rows, self._hub_of, self._assignments, sequences)
 
     def _check_version(self) -> None:
         """Drop everything held if the registry changed since it was read."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,6 +11,8 @@ from gateway import profiles
 from gateway.ingest.topics import UpTopic
 
 _UTC = ZoneInfo("UTC")
+# A principal that has taken part since before anyone measured anything.
+ALWAYS = datetime.min.replace(tzinfo=_UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,8 @@ class DeviceRow:
     principal_zone: str
     clock_offset_s: float | None
     online: bool | None
+    # From when the device's principal takes part; None while it has not joined.
+    participates_from: datetime | None = ALWAYS
 
     @property
     def profile(self) -> profiles.Profile | None:
@@ -75,18 +79,27 @@ class SequenceState:
     requested_at: datetime | None
 
 
+# Reads the stored-record numbers of the given devices.
+SequenceLoader = Callable[[list[str]], dict[tuple[str, str], "SequenceState"]]
+
+
 class Registry:
     """The registry facts for one batch: who each client and device is, pairings, assignments
     and the stored-record numbers seen so far (gathered by registry_cache.RegistryCache)."""
 
     def __init__(self, devices: Mapping[str, DeviceRow], hub_of: Mapping[str, str],
                  assignments: Mapping[str, Sequence[Assignment]],
-                 sequences: dict[tuple[str, str], SequenceState]) -> None:
+                 sequences: SequenceLoader) -> None:
         self._by_id = devices
         self._by_client = {d.client_id: d for d in devices.values()}
         self._hub_of = hub_of
         self._assignments = assignments
-        self.sequences = sequences
+        self._load_sequences = sequences
+
+    def sequences(self, device_ids: Collection[str]) -> dict[tuple[str, str], SequenceState]:
+        """The stored-record numbers of these devices' channels, read when first needed: most
+        batches carry no numbered records and ask for none."""
+        return self._load_sequences(sorted(device_ids)) if device_ids else {}
 
     def resolve(self, topic: UpTopic) -> Resolved | Rejected:
         """Decide whether the client may publish for the device, and whose the data is."""
@@ -108,6 +121,16 @@ class Registry:
             )
         if device.state == "retired":
             return Rejected("retired_device", f"device {device.id} is retired", device.principal)
+        # Checked at receipt, so a principal joining from a date starts its flow on that date
+        # even though the cached row does not change then.
+        if device.participates_from is None or datetime.now(_UTC) < device.participates_from:
+            return Rejected(
+                "principal_not_participating",
+                f"principal {device.principal} of device {device.id} does not participate"
+                + ("" if device.participates_from is None
+                   else f" before {device.participates_from.isoformat()}"),
+                device.principal,
+            )
         profile = device.profile
         if profile is not None and topic.channel not in profile.channels:
             return Rejected(

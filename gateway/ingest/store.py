@@ -48,6 +48,9 @@ _EVENT_COLUMNS = (
     "device_time", "received_at", "ref",
 )
 _STAGE = "observations_stage"
+# How stale a device's stored last_seen may grow while it keeps sending. Supervision compares
+# last_seen with reporting intervals of minutes to a day (firmware profiles), far beyond this.
+LAST_SEEN_EVERY = timedelta(seconds=5)
 # How far apart a device's retransmissions of one event may arrive (DC-09 units retry for
 # minutes without an ACK; sequence numbers wrap at 9999, far beyond this).
 _RETRANSMISSION_WINDOW = timedelta(minutes=10)
@@ -86,6 +89,9 @@ class BatchStore:
         self._timescale = uses_timescaledb(conn)
         conn.commit()
         self._registry = RegistryCache(conn)
+        # The last_seen this connection committed per device, and what the open batch writes.
+        self._seen_written: dict[str, datetime] = {}
+        self._pending_seen: dict[str, datetime] = {}
 
     def close(self) -> None:
         """Close the connection (a broken one too)."""
@@ -112,6 +118,7 @@ class BatchStore:
                 reason = rejected.reason
                 result.dead_letters[reason] = result.dead_letters.get(reason, 0) + 1
             conn.commit()
+            self._seen_written.update(self._pending_seen)
         except BaseException:
             conn.rollback()
             raise
@@ -160,7 +167,8 @@ class BatchStore:
         with self._conn.cursor() as cur:
             # One statement for the whole batch, in device order (so two writers lock rows
             # in the same order): a batch often holds hundreds of devices.
-            seen = sorted(plan.seen.items())
+            seen = [(d, t) for d, t in sorted(plan.seen.items()) if self._stale(d, t, plan)]
+            self._pending_seen = dict(seen)
             if seen:
                 cur.execute(
                     "INSERT INTO device_state (device_id, last_seen, online)"
@@ -180,12 +188,21 @@ class BatchStore:
                 )
             principals = dict(cur.execute(
                 "SELECT id, principal_code FROM devices WHERE id = ANY(%s)",
-                (sorted(plan.came_back),)).fetchall())
+                (sorted(plan.came_back),)).fetchall()) if plan.came_back else {}
         return [
             (at, device_id, principals[device_id], None, "device.online",
              Jsonb({"after": "offline"}), "supervision", False, at, "")
             for device_id, (_, at) in sorted(plan.came_back.items())
         ]
+
+    def _stale(self, device_id: str, last_seen: datetime, plan: Plan) -> bool:
+        """Whether a device's last_seen must be written now: it came back, this connection
+        has not written it, or what it wrote is LAST_SEEN_EVERY old. A device sending a burst
+        (a hub emptying its store) is then written every few seconds, not with every batch."""
+        if device_id in plan.came_back:
+            return True
+        written = self._seen_written.get(device_id)
+        return written is None or last_seen - written >= LAST_SEEN_EVERY
 
     def _sequences(self, plan: Plan) -> None:
         with self._conn.cursor() as cur:
