@@ -81,8 +81,10 @@ class _Run:
 
 
 def _pace(run: _Run, stop: threading.Event) -> None:
-    """Hold publishing while the consumer is ``MAX_BACKLOG`` readings behind."""
-    while not stop.wait(0.05):
+    """Hold publishing while the consumer is ``MAX_BACKLOG`` readings behind. Five looks a
+    second: each reads the gateways' /metrics, which costs them CPU; at 5,000 readings/s the
+    backlog moves by 1,000 between looks, well inside the bound."""
+    while not stop.wait(0.2):
         behind = run.published() - run.consumed()
         run.control.paused.value = int(run.hold or behind > run.max_backlog)
 
