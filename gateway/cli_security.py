@@ -111,13 +111,16 @@ def gateway_password(settings: Settings) -> str:
               help="TLS listener for password devices and the gateway.")
 @click.option("--plain-port", type=click.IntRange(1, 65535), default=None,
               help="Loopback listener without TLS for the gateway and local tools.")
+@click.option("--server-name", "server_names", multiple=True, metavar="NAME",
+              help="A host name or address devices use for the broker, put in its certificate"
+                   " (repeat for several) [default: localhost and 127.0.0.1].")
 @click.option("--refresh", is_flag=True, help="Only re-sign CRLs and passwords, then reload.")
 @click.option("--pid", type=int, default=None,
               help="Mosquitto's pid, to send SIGHUP; default from the directory's pid file.")
 @click.pass_context
 def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
-                      password_port: int | None, plain_port: int | None, refresh: bool,
-                      pid: int | None) -> None:
+                      password_port: int | None, plain_port: int | None,
+                      server_names: tuple[str, ...], refresh: bool, pid: int | None) -> None:
     """Write the Mosquitto configuration: TLS, CA chain and CRLs, ACL and passwords."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
@@ -129,7 +132,8 @@ def broker_config_cmd(ctx: click.Context, out: Path, listener_port: int,
             result = broker_config.write_broker_config(
                 conn, ca_passphrase(settings), out, gateway_password=gateway_password(settings),
                 listener_port=listener_port, password_port=password_port,
-                plain_port=plain_port)
+                plain_port=plain_port,
+                server_names=server_names or broker_config.DEFAULT_SERVER_NAMES)
         conn.commit()
     click.echo(dumps(result))
 

@@ -167,10 +167,14 @@ def _config_text(out: Path, *, tls_version: str, listener_port: int, password_po
     return "\n".join(lines) + "\n"
 
 
+# The names in the broker's certificate unless told otherwise: a broker on this machine.
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1")
+
+
 def write_broker_config(
     conn: Conn, passphrase: bytes, out: Path, *, gateway_password: str,
     listener_port: int = 8883, plain_port: int | None = None, password_port: int | None = None,
-    host: str | None = None, server_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+    host: str | None = None, server_names: tuple[str, ...] = DEFAULT_SERVER_NAMES,
     run_as: str | None = None, now: datetime | None = None,
 ) -> dict[str, Any]:
     """Write mosquitto.conf, the CA bundle, server certificate, CRLs, passwords and ACL.

@@ -93,3 +93,15 @@ def test_policy_versions_refusals_csr_and_revocation(database_url: str, tmp_path
     conf = (out / "mosquitto.conf").read_text()
     assert "require_certificate true" in conf and "18883" in conf
     assert "pattern write aidlink/v1/%u/#" in (out / "acl").read_text()
+    assert _server_names(out) == ["localhost", "127.0.0.1"]
+    named = tmp_path / "named"
+    cli.json("broker-config", "--out", str(named), "--server-name", "mqtt.region.example",
+             "--server-name", "10.0.0.5")
+    assert _server_names(named) == ["mqtt.region.example", "10.0.0.5"]
+
+
+def _server_names(broker_dir: Path) -> list[str]:
+    """The names in the broker certificate written to ``broker_dir``, in order."""
+    certificate = x509.load_pem_x509_certificate((broker_dir / "server.pem").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(name.value) for name in names]
