@@ -26,6 +26,9 @@ class Metric:
     units: tuple[Unit, ...]
     vital_sign: bool = False
     mdc_ref: str | None = None
+    # FHIR observation-category code for a metric that is not a vital sign (laboratory, exam,
+    # procedure); None keeps an Observation without a category, as before.
+    category: str | None = None
 
 
 _M, _V = Metric, True
@@ -94,12 +97,52 @@ _METRICS = (
        False, "MDC_CONC_GLU_ISF"),
     _M("glucose_undetermined_plasma", "2339-0", 160368, "Glucose in plasma", _GLU, False,
        "MDC_CONC_GLU_UNDETERMINED_PLASMA"),
+    # IBD home test (issue 8): LOINC 38445-3 "Calprotectin [Mass/mass] in Stool", reported in
+    # ug/g (public FHIR/LOINC unit maps that pair 38445-3 with UCUM ug/g; the LOINC table itself
+    # not read). No MDC term exists for it.
+    _M("faecal_calprotectin", "38445-3", None, "Calprotectin [Mass/mass] in Stool",
+       (Unit.UG_PER_G,), category="laboratory"),
+    # Home tonometer: LOINC 79892-6 "Right eye Intraocular pressure" and 79893-4 "Left eye
+    # Intraocular pressure" (laterality in the code, so no bodySite is needed; USCDI v6 lists
+    # 79892-6 as its IOP code; phenopackets examples use both). No MDC term is known.
+    _M("iop_right", "79892-6", None, "Right eye Intraocular pressure", (Unit.MMHG,),
+       category="exam"),
+    _M("iop_left", "79893-4", None, "Left eye Intraocular pressure", (Unit.MMHG,),
+       category="exam"),
+    # Urine test strip pads, one LOINC per analyte, "by Test strip" method. The ordinal pads use
+    # the [Presence] (Ord) codes, whose results are codes (negative, trace, 1+ ...), not the
+    # [Mass/volume] (Qn) codes 5792-7 and 5804-0, which expect a concentration. Displays as in
+    # public LOINC value sets (e.g. the HL7 US lab IG's urinalysis examples).
+    _M("urine_glucose", "25428-4", None, "Glucose [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_protein", "20454-5", None, "Protein [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_blood", "5794-3", None, "Hemoglobin [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_leukocytes", "5799-2", None, "Leukocyte esterase [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_nitrite", "5802-4", None, "Nitrite [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_ketones", "2514-8", None, "Ketones [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_bilirubin", "5770-3", None, "Bilirubin [Presence] in Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    _M("urine_ph", "5803-2", None, "pH of Urine by Test strip", (Unit.PH,),
+       category="laboratory"),
+    _M("urine_specific_gravity", "5811-5", None, "Specific gravity of Urine by Test strip",
+       (Unit.NONE,), category="laboratory"),
+    # Urinalysis dipstick panel: LOINC 50556-0 "Urinalysis dipstick panel - Urine by Automated
+    # test strip" [unverified: from memory of the LOINC table]; groups one strip's pads.
+    _M("urine_panel", "50556-0", None, "Urinalysis dipstick panel - Urine by Automated test strip",
+       (), category="laboratory"),
 )
 # LOINC 15074-8 "Glucose [Moles/volume] in Blood", used with mmol/L (PROTOCOLS.md §5).
 GLUCOSE_MOLES_LOINC = "15074-8"
 
 METRICS: dict[str, Metric] = {metric.key: metric for metric in _METRICS}
 BY_MDC: dict[int, Metric] = {m.mdc: m for m in _METRICS if m.mdc is not None}
+# Metrics without an MDC code (laboratory home tests) are found by LOINC instead.
+BY_LOINC_ONLY: dict[str, Metric] = {m.loinc: m for m in _METRICS if m.mdc is None}
 
 
 def metric(key: str) -> Metric:

@@ -32,6 +32,11 @@ class Unit(StrEnum):
     MMOL_PER_L = "mmol/L"
     L = "L"
     L_PER_MIN = "L/min"
+    UG_PER_G = "ug/g"
+    MV = "mV"
+    PH = "[pH]"
+    # UCUM's unity for a coded result: there is no quantity, so no unit (UCUM §2.2.2 "1").
+    NONE = "1"
 
 
 class AbsentReason(StrEnum):
@@ -59,6 +64,63 @@ class DecodeContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Coded:
+    """A coded result (FHIR ``valueCodeableConcept``): one code of a named system.
+
+    Used for ordinal and nominal results, e.g. a urine test pad's "2+" (SNOMED CT 260348001)
+    or an ECG rhythm "atrial fibrillation" (SNOMED CT 164889003); ``rank`` orders the steps of
+    an ordinal scale (0 = negative), so trends can be read without parsing displays.
+    """
+
+    system: str
+    code: str
+    display: str
+    rank: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON object of the code."""
+        data: dict[str, Any] = {"system": self.system, "code": self.code,
+                                "display": self.display}
+        if self.rank is not None:
+            data["rank"] = self.rank
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """A waveform as FHIR ``SampledData``: sample i is ``origin + factor * data[i]`` in the
+    observation's unit, one every ``period_ms`` milliseconds (one row, not a row per sample).
+
+    ``data`` holds the device's raw integers (ADC counts), as the FHIR R4 example
+    observation-example-sample-data does (origin 2048, factor 1.612): exact and compact.
+    """
+
+    origin: Decimal
+    period_ms: Decimal
+    factor: Decimal
+    data: tuple[int, ...]
+    lower_limit: Decimal | None = None
+    upper_limit: Decimal | None = None
+    dimensions: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.data or self.period_ms <= 0 or self.factor == 0:
+            raise ValueError("sampled data needs samples, a positive period and a factor")
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON object, keys named as in FHIR SampledData (period in ms)."""
+        data: dict[str, Any] = {"origin": self.origin, "period": self.period_ms,
+                                "factor": self.factor}
+        if self.lower_limit is not None:
+            data["lower_limit"] = self.lower_limit
+        if self.upper_limit is not None:
+            data["upper_limit"] = self.upper_limit
+        data["dimensions"] = self.dimensions
+        data["data"] = list(self.data)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """One measured value, coded with LOINC and MDC and carrying a UCUM unit.
 
@@ -78,10 +140,18 @@ class Observation:
     device_user: int | None = None
     # The device's own record number (glucose meters), the key for de-duplication and replay.
     sequence: int | None = None
+    # A coded or sampled result takes the place of ``value`` (unit ``Unit.NONE`` when coded).
+    coded: Coded | None = None
+    sampled: Sampled | None = None
 
     def __post_init__(self) -> None:
-        if (self.value is None) == (self.absent_reason is None):
-            raise ValueError(f"observation {self.code}: exactly one of value and absent_reason")
+        results = (self.value, self.absent_reason, self.coded, self.sampled)
+        if sum(result is not None for result in results) != 1:
+            if self.coded is None and self.sampled is None:
+                raise ValueError(
+                    f"observation {self.code}: exactly one of value and absent_reason")
+            raise ValueError(f"observation {self.code}: exactly one of value, absent_reason,"
+                             " coded and sampled")
         if self.measured_at is not None and self.measured_at.utcoffset() is None:
             raise ValueError(f"observation {self.code}: measured_at must be aware")
 
@@ -99,6 +169,9 @@ class Observation:
             "panel": self.panel,
             "device_user": self.device_user,
             "sequence": self.sequence,
+            # Only present when set, so every numeric observation keeps its exact old form.
+            **({} if self.coded is None else {"value_code": self.coded.to_json()}),
+            **({} if self.sampled is None else {"sampled": self.sampled.to_json()}),
         }
 
 

@@ -15,12 +15,16 @@ from adapters import (
     ble_plx,
     ble_temperature,
     ble_weight,
+    calprotectin,
     dc09,
     dispenser,
     lock,
+    night_supervision,
     scaip,
     spirometer,
     status,
+    tonometer,
+    urinalysis,
     wipe,
 )
 from adapters.errors import UnknownChannelError
@@ -59,6 +63,11 @@ ADAPTERS: dict[str, Adapter] = {
     scaip.CHANNEL: _as_adapter(scaip.decode),
     dc09.CHANNEL: _as_adapter(dc09.decode),
     wipe.CHANNEL: _as_adapter(wipe.decode),
+    # Issue 8, next device classes: our JSON documents (docs/DEVICE_DOCUMENTS.md §8-).
+    calprotectin.CHANNEL: _as_adapter(calprotectin.decode),
+    tonometer.CHANNEL: _as_adapter(tonometer.decode),
+    urinalysis.CHANNEL: _as_adapter(urinalysis.decode),
+    night_supervision.CHANNEL: _as_adapter(night_supervision.decode),
 }
 
 

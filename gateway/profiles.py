@@ -41,6 +41,10 @@ class DeviceClass(StrEnum):
     MOBILE_ALARM = "mobile_alarm"
     DIGITAL_LOCK = "digital_lock"
     HUB = "hub"
+    CALPROTECTIN_TEST = "calprotectin_test"
+    TONOMETER = "tonometer"
+    URINE_READER = "urine_reader"
+    NIGHT_SUPERVISION = "night_supervision"
 
 
 def _version_key(version: str) -> tuple[int, ...]:

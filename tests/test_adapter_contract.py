@@ -93,6 +93,28 @@ SAMPLES: dict[str, list[bytes]] = {
         b'{"v":1,"type":"wipe_done","at":"2026-11-20T10:15:00+01:00","seq":7,'
         b'"nonce":"9f2c4e1ab37d5a60"}',
     ],
+    # Issue 8 home-test documents (docs/DEVICE_DOCUMENTS.md §8-), every optional field first.
+    "calprotectin": [
+        b'{"v":1,"type":"calprotectin","at":"2024-05-02T08:15:00+02:00","seq":41,'
+        b'"calprotectin":{"value":30,"unit":"ug/g","comparator":"<"},"lot":"L2405"}',
+        b'{"v":1,"type":"test_invalid","at":"2024-05-02T08:15:00Z","reason":"expired"}',
+    ],
+    "tonometer": [
+        b'{"v":1,"type":"iop","at":"2024-05-02T07:40:00+02:00","seq":12,"right":{"value":17,'
+        b'"unit":"mm[Hg]","comparator":"<","quality":"high"},"left":{"value":21,'
+        b'"unit":"mm[Hg]","quality":"low"},"position":"supine"}',
+    ],
+    "urinalysis": [
+        b'{"v":1,"type":"urinalysis","at":"2024-05-02T07:05:00+02:00","seq":5,'
+        b'"strip":"Combur-7","results":{"glucose":"negative","protein":"trace","blood":"1+",'
+        b'"leukocytes":"2+","nitrite":"positive","ketones":"3+","bilirubin":"4+","ph":6.0,'
+        b'"specific_gravity":1.015}}',
+    ],
+    "night_supervision": [
+        b'{"v":1,"type":"not_in_bed","at":"2024-05-03T00:34:10+02:00","seq":77,"check":'
+        b'{"id":"C-20240503-0030","scheduled_at":"2024-05-03T00:30:00+02:00"},'
+        b'"method":"camera","credential":"staff-0421","room":"bedroom"}',
+    ],
     # SCAIP <mrq>: a mobile alarm with GPS (every optional element), and a padded fixed trigger.
     "scaip": [
         b"<mrq><ref>5F3A00000017</ref><ver>01.00</ver><mty>ME</mty><cid>8031372</cid>"

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from adapters.catalogue import BY_MDC, LOINC, MDC, UCUM, Metric
+from adapters.catalogue import BY_LOINC_ONLY, BY_MDC, LOINC, MDC, UCUM, Metric
 from gateway.api.readings import Reading
 
 FHIR_JSON = "application/fhir+json"
@@ -48,7 +48,12 @@ _PULSE_INTERPRETED: dict[str, tuple[str, str]] = {
     "pulse_rate_below_range": ("L", "Low"),
 }
 # Panels by LOINC: catalogue rows without units are groups, not values (adapters/catalogue.py).
-PANELS: dict[str, Metric] = {m.loinc: m for m in BY_MDC.values() if not m.units}
+PANELS: dict[str, Metric] = {m.loinc: m for m in [*BY_MDC.values(), *BY_LOINC_ONLY.values()]
+                             if not m.units}
+# Displays of the observation-category codes the catalogue uses besides vital-signs.
+_CATEGORIES = {"laboratory": "Laboratory", "exam": "Exam", "procedure": "Procedure"}
+# FHIR R4 core extension for the rank of a code on an ordinal scale (context Coding).
+_ORDINAL = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 _PULSE_MDC = 149546  # MDC_PULS_RATE_NON_INV, the cuff's pulse rate
 _NO_TIME = "the device sent no time; effectiveDateTime is when the reading was received"
 
@@ -65,8 +70,13 @@ def observation_id(reading: Reading) -> str:
     return f"{device}.{group}.{micros}"
 
 
+def _metric(mdc: int | None, loinc: str) -> Metric | None:
+    """The catalogue row of a stored code: by MDC, else (home lab tests) by LOINC alone."""
+    return BY_MDC.get(mdc) if mdc is not None else BY_LOINC_ONLY.get(loinc)
+
+
 def _codings(mdc: int | None, loinc: str) -> list[dict[str, Any]]:
-    metric = BY_MDC.get(mdc) if mdc is not None else None
+    metric = _metric(mdc, loinc)
     codings: list[dict[str, Any]] = []
     if mdc is not None:
         coding: dict[str, Any] = {"system": MDC, "code": str(mdc)}
@@ -80,8 +90,43 @@ def _codings(mdc: int | None, loinc: str) -> list[dict[str, Any]]:
     return codings
 
 
+def _exact(number: Any) -> Decimal:
+    # jsonb comes back through json.loads (floats); str() gives back the digits written.
+    return Decimal(str(number))
+
+
+def _coded(code: dict[str, Any]) -> dict[str, Any]:
+    coding: dict[str, Any] = {"system": code["system"], "code": code["code"],
+                              "display": code["display"]}
+    if code.get("rank") is not None:
+        coding["extension"] = [{"url": _ORDINAL, "valueDecimal": _exact(code["rank"])}]
+    return {"valueCodeableConcept": {"coding": [coding], "text": code["display"]}}
+
+
+def _sampled(sampled: dict[str, Any], unit: str) -> dict[str, Any]:
+    # FHIR R4 SampledData: value_i = origin + factor * data_i, one every ``period`` ms;
+    # ``data`` is one string of space-separated decimals.
+    data: dict[str, Any] = {
+        "origin": {"value": _exact(sampled["origin"]), "unit": unit, "system": UCUM,
+                   "code": unit},
+        "period": _exact(sampled["period"]),
+        "factor": _exact(sampled["factor"]),
+    }
+    if sampled.get("lower_limit") is not None:
+        data["lowerLimit"] = _exact(sampled["lower_limit"])
+    if sampled.get("upper_limit") is not None:
+        data["upperLimit"] = _exact(sampled["upper_limit"])
+    data["dimensions"] = sampled["dimensions"]
+    data["data"] = " ".join(str(int(sample)) for sample in sampled["data"])
+    return {"valueSampledData": data}
+
+
 def _value(row: dict[str, Any]) -> dict[str, Any]:
     value: Decimal | None = row["value"]
+    if row.get("value_code") is not None:
+        return _coded(row["value_code"])
+    if row.get("sampled") is not None:
+        return _sampled(row["sampled"], row["unit"])
     if value is None:
         return {"dataAbsentReason": {"coding": [{"system": _ABSENT,
                                                  "code": row["absent_reason"] or "error"}]}}
@@ -115,6 +160,9 @@ def _base(reading: Reading, code: list[dict[str, Any]], metric: Metric | None,
     if metric is not None and metric.vital_sign:
         resource["category"] = [{"coding": [{"system": _CATEGORY, "code": "vital-signs",
                                              "display": "Vital Signs"}]}]
+    elif metric is not None and metric.category is not None:
+        resource["category"] = [{"coding": [{"system": _CATEGORY, "code": metric.category,
+                                             "display": _CATEGORIES[metric.category]}]}]
     resource["code"] = {"coding": code}
     resource.update(_subject(first, patient_ref))
     resource["effectiveDateTime"] = instant(first["measured_at"] or first["ts"])
@@ -137,7 +185,7 @@ def observation(reading: Reading, patient_ref: str | None) -> dict[str, Any]:
     if reading.panel is not None:
         return _panel(reading, patient_ref)
     row = reading.rows[0]
-    metric = BY_MDC.get(row["mdc"]) if row["mdc"] is not None else None
+    metric = _metric(row["mdc"], row["code"])
     resource = _base(reading, _codings(row["mdc"], row["code"]), metric, patient_ref)
     resource.update(_value(row))
     interpretation = _interpretation(row["flags"], row["mdc"])
@@ -170,7 +218,8 @@ def _panel(reading: Reading, patient_ref: str | None) -> dict[str, Any]:
     for row in reading.rows:
         own = [f for f in row["flags"] if f not in shared]
         if own:
-            name = BY_MDC[row["mdc"]].display if row["mdc"] in BY_MDC else row["code"]
+            known = _metric(row["mdc"], row["code"])
+            name = known.display if known is not None else row["code"]
             extra.append(f"{name} ({row['code']}) flags: " + ", ".join(own))
     notes = _notes(shared, extra, reading.rows[0]["measured_at"] is not None)
     if notes:

@@ -99,4 +99,7 @@ def _item(row: dict[str, Any], patient: str | None) -> dict[str, Any]:
         # The caller's own reference when it asked by patient; otherwise the pseudonym.
         "patient": patient if patient is not None else row["patient_key"],
         "received_at": row["received_at"],
+        # Coded and sampled results (migration 0016) appear only when set, as in the model.
+        **({} if row.get("value_code") is None else {"value_code": row["value_code"]}),
+        **({} if row.get("sampled") is None else {"sampled": row["sampled"]}),
     }

@@ -101,7 +101,8 @@ def fetch_observations(
         params.update(a_ts=query.after[0], a_dev=query.after[1], a_code=query.after[2])
     sql = (
         "SELECT ts, device_id, code, mdc, value, unit, measured_at, absent_reason, flags,"
-        " panel, device_user, patient_key, received_at, sequence, clock_offset_s"
+        " panel, device_user, patient_key, received_at, sequence, clock_offset_s,"
+        " value_code, sampled"
         " FROM observations WHERE "
         + " AND ".join(clauses)
         + " ORDER BY ts DESC, device_id DESC, code DESC LIMIT %(limit)s"

@@ -134,7 +134,7 @@ def fetch_readings(
         f" WHERE {' AND '.join(clauses)} GROUP BY 1, 2, 3 ORDER BY {order} LIMIT %(limit)s)"
         " SELECT o.ts, o.device_id, o.code, o.mdc, o.value, o.unit, o.measured_at,"
         " o.absent_reason, o.flags, o.panel, o.device_user, o.patient_key, o.received_at,"
-        " o.sequence, p.grp"
+        " o.sequence, o.value_code, o.sampled, p.grp"
         " FROM page p JOIN observations o ON o.ts = p.ts AND o.device_id = p.device_id"
         f" AND COALESCE(o.panel, o.code) = p.grp WHERE {' AND '.join(outer)}"
         f" ORDER BY p.{order.replace(', ', ', p.')}, o.mdc NULLS LAST, o.code"

@@ -176,6 +176,8 @@ class Planner:
             None if record.absent_reason is None else str(record.absent_reason),
             list(record.flags), record.panel, record.device_user, topic.channel,
             message.received_at, record.sequence, offset,
+            None if record.coded is None else Jsonb(record.coded.to_json(), dumps=dumps),
+            None if record.sampled is None else Jsonb(record.sampled.to_json(), dumps=dumps),
         ))
         if record.sequence is not None:
             key = (device.id, topic.channel)

@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 _OBS_COLUMNS = (
     "ts", "device_id", "code", "principal_code", "patient_key", "mdc", "value", "unit",
     "measured_at", "absent_reason", "flags", "panel", "device_user", "channel", "received_at",
-    "sequence", "clock_offset_s",
+    "sequence", "clock_offset_s", "value_code", "sampled",
 )
 # The staging table's column types, in _OBS_COLUMNS order: binary COPY spends far less time
 # encoding a batch than text COPY (the flags arrays above all).
 _OBS_TYPES = (
     "timestamptz", "text", "text", "text", "text", "int4", "numeric", "text",
     "timestamptz", "text", "text[]", "text", "int2", "text", "timestamptz",
-    "int4", "float8",
+    "int4", "float8", "jsonb", "jsonb",
 )
 _EVENT_COLUMNS = (
     "occurred_at", "device_id", "principal_code", "patient_key", "type", "data", "channel",
