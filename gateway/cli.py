@@ -127,12 +127,16 @@ def _register_commands() -> None:
     from gateway.cli_data import data_group
     from gateway.cli_gateway import gateway_cmd
     from gateway.cli_lifecycle import licence_group, report_group
+    from gateway.cli_models import model_group
+    from gateway.cli_orders import order_group
     from gateway.cli_provisioning import device_group, principal_group
     from gateway.cli_security import broker_config_cmd, policy_group
     from gateway.cli_tools import bench_group, simulate_cmd
     from gateway.up import up_cmd
 
     device_group.add_command(device_bulk)
+    main.add_command(order_group)
+    main.add_command(model_group)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
                     licence_group, report_group, bench_group, simulate_cmd, up_cmd,
                     client_group, keys_group, token_cmd, data_group, gateway_cmd, api_cmd):

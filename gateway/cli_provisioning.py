@@ -12,7 +12,7 @@ import click
 from adapters.model import dumps
 from gateway.cli_common import actor, connect, settings_of
 from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url, server_secret
-from provisioning import onboarding, service
+from provisioning import onboarding, participation, service
 
 
 @click.group("principal")
@@ -25,11 +25,34 @@ def principal_group() -> None:
 @click.option("--name", required=True)
 @click.option("--device-auth", type=click.Choice(service.DEVICE_AUTH), default="mtls",
               show_default=True, help="How devices of this principal authenticate.")
+@click.option("--participates-from", "begins", type=click.DateTime(["%Y-%m-%d"]),
+              default=None, help="The day it starts taking part [default: now].")
+@click.option("--not-participating", is_flag=True,
+              help="Registered only: set up later with `aidlink principal join`.")
 @click.pass_context
-def principal_add(ctx: click.Context, code: str, name: str, device_auth: str) -> None:
+def principal_add(ctx: click.Context, code: str, name: str, device_auth: str, begins: Any,
+                  not_participating: bool) -> None:
     """Register a principal by its SCB code."""
     with connect(settings_of(ctx)) as conn:
-        row = service.add_principal(conn, code, name, device_auth)
+        row = service.add_principal(
+            conn, code, name, device_auth, participating=not not_participating,
+            participates_from=None if begins is None else participation.start_of(begins.date()),
+            actor=actor())
+        conn.commit()
+    click.echo(dumps(row))
+
+
+@principal_group.command("join")
+@click.argument("code")
+@click.option("--from", "begins", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The day it starts taking part [default: now].")
+@click.pass_context
+def principal_join(ctx: click.Context, code: str, begins: Any) -> None:
+    """Make a principal registered as not participating take part: its policy and CA."""
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        row = participation.join(conn, ca_passphrase(settings), code, actor=actor(),
+                                 start=None if begins is None else begins.date())
         conn.commit()
     click.echo(dumps(row))
 
@@ -58,17 +81,19 @@ def device_group() -> None:
 @click.option("--firmware", default=None, help="Firmware version installed.")
 @click.option("--csr", type=click.File("r"), default=None,
               help="The device's own CSR (PEM): its key is the one certified.")
+@click.option("--unit", default=None, help="The unit it is for (a pilot may be limited to units).")
 @click.pass_context
 def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
                    out: Path | None, alarm_account: str | None, firmware: str | None,
-                   csr: Any) -> None:
+                   csr: Any, unit: str | None) -> None:
     """Onboard one device for a principal; prints its id and credentials as JSON."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
         row = onboarding.onboard(conn, ca_passphrase(settings), principal=principal,
                                  model=model, serial=serial, actor=actor(),
                                  csr_pem=None if csr is None else csr.read(),
-                                 alarm_account=alarm_account, firmware_version=firmware)
+                                 alarm_account=alarm_account, firmware_version=firmware,
+                                 unit=unit)
         conn.commit()
     with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
         row["mqtt_url"] = mqtt_url(settings)
@@ -107,14 +132,17 @@ def device_pair(ctx: click.Context, peripheral: str, hub: str) -> None:
 @click.option("--patient", required=True, help="The patient reference (stored pseudonymised).")
 @click.option("--basis", type=click.Choice(service.BASES), required=True)
 @click.option("--unit", "prescribing_unit", default=None, help="Prescribing unit.")
+@click.option("--order", default=None,
+              help="The portal order it delivers (default: the patient's oldest it fits).")
 @click.pass_context
 def device_assign(ctx: click.Context, device: str, patient: str, basis: str,
-                  prescribing_unit: str | None) -> None:
+                  prescribing_unit: str | None, order: str | None) -> None:
     """Assign a device in stock to a patient under HSL or SoL."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
         row = service.assign(conn, server_secret(settings), device_id=device, patient=patient,
-                             basis=basis, actor=actor(), prescribing_unit=prescribing_unit)
+                             basis=basis, actor=actor(), prescribing_unit=prescribing_unit,
+                             order=order)
     click.echo(dumps(row))
 
 

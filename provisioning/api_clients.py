@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gateway.auth import ROLE_SCOPES, SCOPES, Role
+from provisioning import participation
 from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from provisioning.policy import Policy, PolicyError, current_policy
 
@@ -102,6 +103,7 @@ def add_client(conn: Conn, *, principal: str, role: Role, scopes: Iterable[str],
     elif not _CLIENT_ID.fullmatch(client_id):
         raise InvalidInputError(f"client id {client_id!r} must be 3 to 64 letters, digits,"
                                 " '.', '_' or '-', starting with a letter or digit")
+    participation.require_joined(conn, principal, "adding an API client")
     refusal = policy_refusal(current_policy(conn, principal), client_id, name)
     if refusal is not None:
         raise PolicyError(refusal)

@@ -21,12 +21,14 @@ from provisioning.errors import (
     NotFoundError,
     ProvisioningError,
 )
+from provisioning.participation import ParticipationError
+from provisioning.pilots import PilotError
 from provisioning.pki import PassphraseError
 from provisioning.policy import PolicyError
 from provisioning.service import Conn
 
 REQUIRED = ("principal", "model", "serial")
-OPTIONAL = ("firmware", "alarm_account", "article_number", "individual_number")
+OPTIONAL = ("firmware", "alarm_account", "article_number", "individual_number", "unit")
 COLUMNS = REQUIRED + OPTIONAL
 # What a bundle may carry back to the caller; nothing else of onboard()'s row is needed.
 _KEPT = ("device_id", "client_id", "principal", "model", "serial", "mqtt_username",
@@ -52,6 +54,10 @@ class BulkResult:
 
 def _rule(exc: Exception) -> str:
     """The kind of rule a row broke, as refusals name it."""
+    if isinstance(exc, PilotError):
+        return "refused by pilot"
+    if isinstance(exc, ParticipationError):
+        return "refused: principal not participating"
     if isinstance(exc, PolicyError):
         return "refused by policy"
     if isinstance(exc, NotFoundError):
@@ -100,7 +106,7 @@ def _one(conn: Conn, passphrase: bytes, row: dict[str, str | None],
     made = onboarding.onboard(conn, passphrase, principal=str(row["principal"]),
                               model=str(row["model"]), serial=str(row["serial"]), actor=actor,
                               alarm_account=row.get("alarm_account"),
-                              firmware_version=row.get("firmware"))
+                              firmware_version=row.get("firmware"), unit=row.get("unit"))
     if article is not None:
         made.update(licences.set_traceability(
             conn, device_id=made["device_id"], article_number=article,

@@ -240,9 +240,13 @@ def trust_bundle_pem(conn: Conn) -> str:
 
 
 def ensure_authorities(conn: Conn, passphrase: bytes, now: datetime | None = None) -> list[str]:
-    """Create the intermediate CA of every principal that lacks one; all principals' codes."""
+    """Create the intermediate CA of every principal that lacks one; all principals' codes.
+
+    A principal that has not joined yet gets its CA when it joins (provisioning.participation).
+    """
     moment = now_or(now)
-    codes = [str(row[0]) for row in conn.execute("SELECT code FROM principals ORDER BY code")]
+    codes = [str(row[0]) for row in conn.execute(
+        "SELECT code FROM principals WHERE participates_from IS NOT NULL ORDER BY code")]
     for code in codes:
         authority(conn, passphrase, code, moment)
     return codes

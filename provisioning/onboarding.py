@@ -13,7 +13,7 @@ from provisioning.service import Conn
 
 def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial: str,
             actor: str, csr_pem: str | None = None, alarm_account: str | None = None,
-            firmware_version: str | None = None) -> dict[str, Any]:
+            firmware_version: str | None = None, unit: str | None = None) -> dict[str, Any]:
     """Register a device and give it credentials; the caller commits.
 
     Under a policy that requires mutual TLS the device gets a certificate (CN = its client id)
@@ -22,7 +22,7 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     """
     row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
                                  actor=actor, alarm_account=alarm_account,
-                                 firmware_version=firmware_version)
+                                 firmware_version=firmware_version, unit=unit)
     row.update(_bundle_settings(row["client_id"], model))
     if "mqtt_password" in row:
         if csr_pem is not None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from provisioning import orders, participation, pilots
 from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from provisioning.passwords import hash_password, new_password
 from provisioning.patients import patient_key
@@ -21,6 +23,7 @@ _TEXT = re.compile(r"^[A-Za-z0-9 ._:/+-]{1,64}$")
 _ACCOUNT = re.compile(r"^[0-9A-Fa-f]{3,16}$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 BASES = ("HSL", "SoL")
+_PRINCIPAL = "code, name, device_auth, created_at"
 DEVICE_AUTH = ("mtls", "password")
 
 Conn = psycopg.Connection[Any]
@@ -39,18 +42,30 @@ def _history(conn: Conn, device_id: str, action: str, actor: str, **detail: Any)
     )
 
 
-def add_principal(conn: Conn, code: str, name: str, device_auth: str = "mtls") -> dict[str, Any]:
-    """Register a principal (region or municipality); its policy requires mTLS by default."""
+def add_principal(conn: Conn, code: str, name: str, device_auth: str = "mtls", *,
+                  participating: bool = True, participates_from: datetime | None = None,
+                  actor: str | None = None) -> dict[str, Any]:
+    """Register a principal (region or municipality); its policy requires mTLS by default.
+
+    It participates from now unless ``participates_from`` says when, or ``participating`` is
+    false: then it is set up later by ``participation.join``.
+    """
     _check(_CODE, code, "principal code")
     if not name.strip():
         raise InvalidInputError("principal name must not be empty")
     if device_auth not in DEVICE_AUTH:
         raise InvalidInputError(f"device auth {device_auth!r} is not one of {DEVICE_AUTH}")
+    if not participating and participates_from is not None:
+        raise InvalidInputError(f"principal {code} cannot both not participate and participate"
+                                f" from {participates_from.isoformat()}")
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "INSERT INTO principals (code, name, device_auth) VALUES (%s, %s, %s)"
-            " ON CONFLICT (code) DO NOTHING RETURNING code, name, device_auth, created_at",
-            (code, name.strip(), device_auth),
+            "INSERT INTO principals (code, name, device_auth, participates_from, joined_at,"
+            " joined_by) VALUES (%s, %s, %s,"
+            " CASE WHEN %s THEN coalesce(%s, now()) END, CASE WHEN %s THEN now() END, %s)"
+            f" ON CONFLICT (code) DO NOTHING RETURNING {_PRINCIPAL}",
+            (code, name.strip(), device_auth, participating, participates_from, participating,
+             actor if participating else None),
         )
         row = cur.fetchone()
     if row is None:
@@ -61,9 +76,7 @@ def add_principal(conn: Conn, code: str, name: str, device_auth: str = "mtls") -
 def get_principal(conn: Conn, code: str) -> dict[str, Any]:
     """One principal, or NotFoundError naming it."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            "SELECT code, name, device_auth, created_at FROM principals WHERE code = %s", (code,)
-        )
+        cur.execute(f"SELECT {_PRINCIPAL} FROM principals WHERE code = %s", (code,))
         row = cur.fetchone()
     if row is None:
         raise NotFoundError(f"principal {code} does not exist")
@@ -73,18 +86,20 @@ def get_principal(conn: Conn, code: str) -> dict[str, Any]:
 def list_principals(conn: Conn) -> list[dict[str, Any]]:
     """All principals by code."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT code, name, device_auth, created_at FROM principals ORDER BY code")
+        cur.execute(f"SELECT {_PRINCIPAL} FROM principals ORDER BY code")
         return cur.fetchall()
 
 
 def onboard_device(
     conn: Conn, *, principal: str, model: str, serial: str, actor: str,
     alarm_account: str | None = None, firmware_version: str | None = None,
+    unit: str | None = None,
 ) -> dict[str, Any]:
     """Register a device for a principal; password credentials where its policy allows them.
 
     The password is returned once and only its hash is kept. ``alarm_account`` is the account
-    an SIA DC-09 alarm unit reports under.
+    an SIA DC-09 alarm unit reports under; ``unit`` the unit it is for (a model's pilot may be
+    limited to units). The principal must participate and the model's pilot, if any, allow it.
     """
     _check(_TEXT, model, "model")
     _check(_TEXT, serial, "serial")
@@ -92,7 +107,10 @@ def onboard_device(
         _check(_ACCOUNT, alarm_account, "alarm account")
     if firmware_version is not None:
         _check(_VERSION, firmware_version, "firmware version")
+    if unit is not None and not 1 <= len(unit) <= 64:
+        raise InvalidInputError(f"unit {unit!r} must have 1 to 64 characters")
     owner = get_principal(conn, principal)
+    participation.require_participating(conn, principal)
     rules = current_policy(conn, principal)
     refused = check_device(rules, model, firmware_version)
     if refused:
@@ -101,6 +119,7 @@ def onboard_device(
     password = new_password() if owner["device_auth"] == "password" else None
     try:
         with conn.transaction():
+            pilots.check_onboarding(conn, model=model, principal=principal, unit=unit)
             conn.execute(
                 "INSERT INTO devices (id, principal_code, client_id, model, serial,"
                 " mqtt_password_hash, alarm_account, firmware_version)"
@@ -110,7 +129,7 @@ def onboard_device(
                  None if alarm_account is None else alarm_account.upper(), firmware_version),
             )
             _history(conn, device_id, "onboarded", actor, principal=principal, model=model,
-                     serial=serial)
+                     serial=serial, **({} if unit is None else {"unit": unit}))
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name == "devices_alarm_account_key":
             raise ConflictError(f"alarm account {alarm_account} is already in use") from exc
@@ -183,8 +202,10 @@ def assign(
     basis: str,
     actor: str,
     prescribing_unit: str | None = None,
+    order: str | None = None,
 ) -> dict[str, Any]:
-    """Assign a device in stock to a patient from now on, under HSL or SoL."""
+    """Assign a device in stock to a patient from now on, under HSL or SoL; it delivers
+    ``order``, or else the patient's oldest open order it fits (provisioning/orders.py)."""
     if basis not in BASES:
         raise InvalidInputError(f"basis {basis!r} must be one of {', '.join(BASES)}")
     with conn.transaction():
@@ -210,9 +231,13 @@ def assign(
             )
             row = cur.fetchone()
         assert row is not None
+        delivered = orders.fulfil_on_assign(
+            conn, assignment={"device_id": device_id, "patient_key": key, **row},
+            principal=device["principal_code"], actor=actor, order_id=order)
         conn.execute("UPDATE devices SET state = 'assigned' WHERE id = %s", (device_id,))
         _history(conn, device_id, "assigned", actor, assignment=row["id"], basis=basis,
-                 prescribing_unit=prescribing_unit)
+                 prescribing_unit=prescribing_unit,
+                 **({"order": delivered} if delivered else {}))
     return {
         "assignment_id": row["id"],
         "device_id": device_id,
@@ -220,6 +245,7 @@ def assign(
         "patient": patient,
         "basis": basis,
         "valid_from": row["valid_from"],
+        **({"order_id": delivered} if delivered else {}),
     }
 
 

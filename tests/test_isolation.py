@@ -165,6 +165,22 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ],
 }
 
+# Orders and swaps: 20's rows are refused by line, 20's devices are not found, and the
+# lead-time report of 2080 holds 2080's months only (20 has an order in the world).
+CASES.update({
+    ("POST", "/v1/orders/import"): [
+        Case(T, "/v1/orders/import", csv="order_id,principal,patient,model,ordered_at\n"
+             "ISO-O2,20,{patient},bpm,2026-11-02 09:00\n", expect=(200,),
+             empty=lambda body: body["imported"] == [] and len(body["refused"]) == 1)],
+    ("GET", "/v1/reports/lead-times"): [
+        Case(T, "/v1/reports/lead-times", {"principal": "20"}, expect=(403,)),
+        Case(T, "/v1/reports/lead-times", expect=(200,),
+             empty=lambda body: all(r["principal"] == "2080" for r in body["items"]))],
+    ("POST", "/v1/devices/{device_id}/swap"): [
+        Case(T, "/v1/devices/{cuff}/swap", json={"new_device": "{own_hub}", "fault": "x"}),
+        Case(T, "/v1/devices/{own_cuff}/swap", json={"new_device": "{unpaired}",
+                                                     "fault": "x"})],
+})
 # Each report: naming principal 20 is refused; the caller's own report shows none of 20's.
 REPORTS = {"costs": {"month": "2026-11"}, "expiring": {"days": "400"}, "unlicensed": {},
            "idle": {"days": "1"}, "deliveries": {"since": "2026-01-01", "until": "2027-01-01"}}
@@ -172,6 +188,26 @@ CASES.update({("GET", f"/v1/reports/{name}"): [
     Case(T, f"/v1/reports/{name}", {"principal": "20", **params}, expect=(403,)),
     Case(T, f"/v1/reports/{name}", params, expect=(200,)),
 ] for name, params in REPORTS.items()})
+# Model stages are the devices centre's: only admins change them, and principals join only
+# through an admin. The participation and pilot reports show a technician its own principal.
+CASES.update({
+    ("GET", "/v1/models"): [Case(T, "/v1/models", expect=(200,))],
+    ("GET", "/v1/models/{model}"): [Case(T, "/v1/models/bpm", expect=(200,))],
+    ("PUT", "/v1/models/{model}/pilot"): [
+        Case(T, "/v1/models/bpm/pilot", json={"principals": ["2080"]}, expect=(403,))],
+    ("POST", "/v1/models/{model}/promote"): [
+        Case(T, "/v1/models/bpm/promote", json={"reason": "isolation test"}, expect=(403,))],
+    ("POST", "/v1/principals/{code}/join"): [
+        Case(T, "/v1/principals/20/join", json={}, expect=(403,))],
+    ("GET", "/v1/reports/participation"): [
+        Case(T, "/v1/reports/participation", {"principal": "20"}, expect=(403,)),
+        Case(T, "/v1/reports/participation", expect=(200,),
+             empty=lambda body: [i["principal"] for i in body["items"]] == ["2080"])],
+    ("GET", "/v1/reports/pilot"): [
+        Case(T, "/v1/reports/pilot", {"principal": "20", "model": "bpm"}, expect=(403,)),
+        Case(T, "/v1/reports/pilot", {"model": "bpm"}, expect=(200,),
+             empty=lambda body: {i["principal"] for i in body["items"]} == {"2080"})],
+})
 # Principals and the catalogue are shared: only admins write them.
 CASES.update({("POST", path): [Case(T, path, json=body, expect=(403,))] for path, body in (
     ("/v1/principals", {"code": "2099", "name": "X"}),
@@ -307,6 +343,9 @@ def _build(url: str) -> World:
                                          start_date=date(2026, 11, 1), actor="t")
         clients = [r[0] for r in conn.execute(
             "SELECT client_id FROM devices WHERE principal_code = '20'")]
+        conn.execute("INSERT INTO orders (principal_code, order_id, patient_key, model,"
+                     " ordered_at, imported_by) VALUES ('20', 'ISO-O1', %s, 'bpm', %s, 't')",
+                     (patient_key(SECRET, "20", fleet.patient), START))
     assert event is not None and first is not None
     with TestClient(create_app(database_url=url, secret=SECRET)) as api:
         # Principal 20's own reads put its entries into the access log.

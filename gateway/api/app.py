@@ -26,6 +26,8 @@ from gateway.api.limits import DEFAULT_BODY_LIMIT, DEFAULT_RATE, BodySizeLimit, 
 from gateway.api.oauth import router as oauth_router
 from gateway.api.observations import router as observations_router
 from gateway.api.provisioning import router as provisioning_router
+from gateway.api.provisioning_orders import router as orders_router
+from gateway.api.provisioning_pilots import router as pilots_router
 from gateway.auth import MAX_TOKEN_TTL_SECONDS
 from gateway.settings import Settings
 from gateway.token_keys import KeyRing
@@ -76,6 +78,8 @@ def create_app(*, database_url: str, secret: bytes,
     app.include_router(fhir_router)
     app.include_router(events_router)
     app.include_router(provisioning_router)
+    app.include_router(pilots_router)
+    app.include_router(orders_router)
     app.include_router(oauth_router)
     app.add_middleware(BodySizeLimit, default=body_limit)
     app.include_router(audit_router)

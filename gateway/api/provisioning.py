@@ -57,7 +57,7 @@ def create_device(body: DeviceCreate, op: OperatorDep, conn: Conn,
         return onboarding.onboard(
             conn, ca or b"", principal=principal, model=body.model, serial=body.serial,
             actor=op.actor, csr_pem=body.csr_pem, alarm_account=body.alarm_account,
-            firmware_version=body.firmware)
+            firmware_version=body.firmware, unit=body.unit)
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)
@@ -104,7 +104,7 @@ def assign(device_id: str, body: AssignBody, op: OperatorDep, conn: Conn,
         scoped_device(conn, op, device_id)
         result = service.assign(conn, state.secret, device_id=device_id, patient=body.patient,
                                 basis=body.basis, actor=op.actor,
-                                prescribing_unit=body.prescribing_unit)
+                                prescribing_unit=body.prescribing_unit, order=body.order)
     return json_response(result)
 
 

@@ -27,7 +27,7 @@ from gateway.api.provisioning_common import (
     mapped_errors,
     scoped_device,
 )
-from provisioning import bulk, licences, reports, service
+from provisioning import bulk, licences, participation, reports, service
 
 router = APIRouter()
 
@@ -44,6 +44,8 @@ class PrincipalCreate(_In):
     code: str = Field(min_length=1, max_length=32)
     name: str = Field(min_length=1, max_length=200)
     device_auth: str = Field(default="mtls", min_length=1, max_length=16)
+    participating: bool = True
+    participates_from: date | None = None
 
 
 class VendorCreate(_In):
@@ -120,10 +122,14 @@ CsvBody = Annotated[str, Depends(csv_body)]
 
 
 @router.post("/principals", status_code=201)
-def create_principal(body: PrincipalCreate, _op: AdminDep, conn: Conn) -> Response:
-    """Register a principal (admins only)."""
+def create_principal(body: PrincipalCreate, op: AdminDep, conn: Conn) -> Response:
+    """Register a principal (admins only); it participates from now unless told otherwise."""
+    begins = body.participates_from
     with mapped_errors(), conn.transaction():
-        row = service.add_principal(conn, body.code, body.name, body.device_auth)
+        row = service.add_principal(
+            conn, body.code, body.name, body.device_auth, participating=body.participating,
+            participates_from=None if begins is None else participation.start_of(begins),
+            actor=op.actor)
     return json_response(row, 201)
 
 

@@ -24,6 +24,7 @@ class DeviceCreate(_In):
     firmware: str | None = Field(default=None, min_length=1, max_length=32)
     alarm_account: str | None = Field(default=None, min_length=1, max_length=16)
     csr_pem: str | None = Field(default=None, min_length=1, max_length=20000)
+    unit: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class DevicePublic(BaseModel):
@@ -70,6 +71,8 @@ class AssignBody(_In):
     patient: str = Code
     basis: str = Field(min_length=1, max_length=8, description="HSL or SoL")
     prescribing_unit: str | None = Field(default=None, min_length=1, max_length=100)
+    order: str | None = Field(default=None, min_length=1, max_length=64,
+                              description="the portal order it delivers")
 
 
 class ReturnBody(_In):

@@ -1,7 +1,8 @@
 """The registry facts a gateway needs for every message, kept between batches.
 
-Who a client is, which principal and model a device has, its principal's zone, pairings and
-assignments change rarely (onboarding, an assignment, a return) but are needed for every message.
+Who a client is, which principal and model a device has, its principal's zone and from when
+it participates (a join updates principals, which bumps the version), pairings and assignments
+change rarely (onboarding, an assignment, a return) but are needed for every message.
 The cache holds them per device and drops everything when the registry's version moved:
 migration 0013 makes every statement on principals, devices, pairings and assignments bump
 ``registry_version`` in its own transaction.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -38,6 +40,7 @@ class _Device:
     state: str
     model: str
     principal_zone: str
+    participates_from: datetime | None
 
 
 class RegistryCache:
@@ -76,7 +79,7 @@ class RegistryCache:
             d = self._devices[device_id]
             offset, online = state.get(device_id, (None, None))
             rows[device_id] = DeviceRow(d.id, d.client_id, d.principal, d.state, d.model,
-                                        d.principal_zone, offset, online)
+                                        d.principal_zone, offset, online, d.participates_from)
         return Registry(rows, self._hub_of, self._assignments, self._sequences)
 
     def _sequences(self, device_ids: list[str]) -> dict[tuple[str, str], SequenceState]:
@@ -104,8 +107,8 @@ class RegistryCache:
         self.loads += 1
         found = [
             _Device(*r) for r in self._conn.execute(
-                "SELECT d.id, d.client_id, d.principal_code, d.state, d.model, p.zone"
-                " FROM devices d JOIN principals p ON p.code = d.principal_code"
+                "SELECT d.id, d.client_id, d.principal_code, d.state, d.model, p.zone,"
+                " p.participates_from FROM devices d JOIN principals p ON p.code = d.principal_code"
                 " WHERE d.client_id = ANY(%s) OR d.id = ANY(%s)",
                 (clients, devices),
             )
