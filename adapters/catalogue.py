@@ -135,6 +135,25 @@ _METRICS = (
     # test strip" [unverified: from memory of the LOINC table]; groups one strip's pads.
     _M("urine_panel", "50556-0", None, "Urinalysis dipstick panel - Urine by Automated test strip",
        (), category="laboratory"),
+    # One-lead ECG (handheld or wrist recorder, AF screening). The recording is one waveform
+    # row: MDC 131329 MDC_ECG_ELEC_POTL_I (2 * 65536 + 257), the lead-I code of the HL7 FHIR R4
+    # core example observation-example-sample-data, whose lead components carry
+    # valueSampledData in the category procedure. LOINC 11524-6 "EKG study" names the recording
+    # as a whole (the LOINC waveform codes are per 12-lead panel; public FHIR ECG profiles fix
+    # a recording's code to 11524-6 with one mV SampledData per lead) [LOINC table not read].
+    _M("ecg_lead_i", "11524-6", 131329, "EKG study", (Unit.MV,), False, "MDC_ECG_ELEC_POTL_I",
+       category="procedure"),
+    # The device's rhythm classification, a coded result (SNOMED CT, adapters/ecg.py): LOINC
+    # 8601-7 "EKG impression", the code C-CDA examples use for an ECG's interpretation. Not
+    # 11524-6, which the waveform row holds (one code per row: the store's key), and not
+    # 8884-9 "Heart rate rhythm", a palpated pulse's regular/irregular. No MDC term is used.
+    _M("ecg_rhythm", "8601-7", None, "EKG impression", (Unit.NONE,), category="procedure"),
+    # Heart rate the recorder derived from the ECG: LOINC 8867-4 with MDC 147842
+    # MDC_ECG_HEART_RATE (2 * 65536 + 16770; paired with 8867-4 in public FHIR vital-sign
+    # profiles, e.g. German ENRICH mHealth examples), so it is told apart from a cuff's or an
+    # oximeter's pulse by its MDC code.
+    _M("ecg_heart_rate", "8867-4", 147842, "Heart rate", (Unit.PER_MIN,), _V,
+       "MDC_ECG_HEART_RATE"),
 )
 # LOINC 15074-8 "Glucose [Moles/volume] in Blood", used with mmol/L (PROTOCOLS.md §5).
 GLUCOSE_MOLES_LOINC = "15074-8"

@@ -18,6 +18,7 @@ from adapters import (
     calprotectin,
     dc09,
     dispenser,
+    ecg,
     lock,
     night_supervision,
     scaip,
@@ -68,6 +69,7 @@ ADAPTERS: dict[str, Adapter] = {
     tonometer.CHANNEL: _as_adapter(tonometer.decode),
     urinalysis.CHANNEL: _as_adapter(urinalysis.decode),
     night_supervision.CHANNEL: _as_adapter(night_supervision.decode),
+    ecg.CHANNEL: _as_adapter(ecg.decode),
 }
 
 

@@ -45,6 +45,7 @@ class DeviceClass(StrEnum):
     TONOMETER = "tonometer"
     URINE_READER = "urine_reader"
     NIGHT_SUPERVISION = "night_supervision"
+    ONE_LEAD_ECG = "one_lead_ecg"
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -3,12 +3,14 @@
 Every device has ``readings(at) -> list[(channel, payload)]`` for a virtual moment ``at``:
 GATT characteristic values (``ble/2a35`` ...), SCAIP XML (``scaip``), DC-09 frames (``dc09``,
 sent over TCP rather than MQTT) or our JSON documents (``spirometer``, ``dispenser``, ``lock``,
-``status``). Physiological devices are driven by a ``simulators.physiology.Person``; every
-device has a ``DeviceState`` (battery that drains, firmware, a clock that can be skewed or
-unset) that faults change while a scenario runs.
+``status``, and the home tests' ``calprotectin``, ``tonometer``, ``urinalysis``,
+``night_supervision`` and ``ecg``). Physiological devices are driven by a
+``simulators.physiology.Person``; every device has a ``DeviceState`` (battery that drains,
+firmware, a clock that can be skewed or unset) that faults change while a scenario runs.
 
-The classes live in ``devices_ble``, ``devices_docs`` and ``devices_alarm``; ``CLASSES`` maps
-the class names used in scenario files to them and ``build`` makes one.
+The classes live in ``devices_ble``, ``devices_docs``, ``devices_alarm`` and
+``devices_home``; ``CLASSES`` maps the class names used in scenario files to them and
+``build`` makes one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ from simulators.devices_docs import (
     PeakFlowMeter,
     Spirometer,
 )
+from simulators.devices_home import (
+    CalprotectinTest,
+    NightSupervision,
+    OneLeadEcg,
+    Tonometer,
+    UrineReader,
+)
 from simulators.physiology import STOCKHOLM, Person
 
 CLASSES: dict[str, type[Device]] = {
@@ -50,6 +59,8 @@ CLASSES: dict[str, type[Device]] = {
         BloodPressureMonitor, Scale, BodyCompositionScale, PulseOximeter,
         ContinuousPulseOximeter, GlucoseMeter, Thermometer, Spirometer, PeakFlowMeter,
         MedicationDispenser, DigitalLock, SocialAlarm, MobileAlarm, Dc09AlarmUnit, HubStatus,
+        # Issue 8, next device classes: our home-test documents (simulators.devices_home).
+        CalprotectinTest, Tonometer, UrineReader, NightSupervision, OneLeadEcg,
     )
 }
 # Classes that are their own MQTT client (SCAIP) or not on MQTT at all (DC-09).
@@ -71,8 +82,9 @@ def build(kind: str, device_id: str, *, start: datetime, seed: int,
 
 __all__ = [
     "CLASSES", "DC09_CLASSES", "LOW_BATTERY", "RTC_EPOCH", "SCAIP_CLASSES", "BleDevice",
-    "BloodPressureMonitor", "BodyCompositionScale", "ContinuousPulseOximeter",
+    "BloodPressureMonitor", "BodyCompositionScale", "CalprotectinTest", "ContinuousPulseOximeter",
     "Dc09AlarmUnit", "Device", "DeviceState", "DigitalLock", "GlucoseMeter", "HubStatus",
-    "MedicationDispenser", "MobileAlarm", "PeakFlowMeter", "PulseOximeter", "Reading", "Scale",
-    "SocialAlarm", "Spirometer", "Thermometer", "build", "derive_seed",
+    "MedicationDispenser", "MobileAlarm", "NightSupervision", "OneLeadEcg", "PeakFlowMeter",
+    "PulseOximeter", "Reading", "Scale", "SocialAlarm", "Spirometer", "Thermometer", "Tonometer",
+    "UrineReader", "build", "derive_seed",
 ]

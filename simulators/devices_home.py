@@ -1,15 +1,16 @@
 """Simulated devices of issue 8 that send our home-test documents (docs/DEVICE_DOCUMENTS.md §8-).
 
-A calprotectin home test, a home tonometer, a urine test-strip reader and digital night
-supervision. Each makes normal readings and, now and then, the faults its hardware really has
-(an invalid test, a poor tonometer reading, a camera going offline); transport and clock
-faults come from ``simulators.faults`` as for any device.
+A calprotectin home test, a home tonometer, a urine test-strip reader, digital night
+supervision and a one-lead ECG. Each makes normal readings and, now and then, the faults its
+hardware really has (an invalid test, a poor tonometer reading, a camera going offline, a
+too-noisy ECG); transport and clock faults come from ``simulators.faults`` as for any device.
 Payloads are built with ``simulators.documents_home``.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 
@@ -126,3 +127,80 @@ class NightSupervision(Device):
             kind, self.stamp(at), check_id=check_id, scheduled_at=due, method="camera",
             credential=credential, seq=self.next_seq()))
 
+
+
+class OneLeadEcg(Device):
+    """A handheld one-lead ECG for AF screening (thumb electrodes, lead I; like the recorders
+    of the Swedish STROKESTOP screening: 30 s, twice a day). Mostly sinus rhythm, paroxysmal
+    atrial fibrillation in ``af_share`` of recordings, now and then too noisy to classify.
+
+    Faults of the hardware, off unless a test sets them: ``truncated_share`` (the BLE transfer
+    of a long recording broke off, so the hub forwards a cut document) and ``oversized_share``
+    (a firmware that keeps recording past 30 s and sends the longer array)."""
+
+    kind = "one_lead_ecg"
+    af_share = 0.2
+    noisy_share = 0.05
+    truncated_share = 0.0
+    oversized_share = 0.0
+
+    def measure(self, at: datetime) -> list[Reading]:
+        """One 30 s recording with the device's classification and mean heart rate."""
+        roll = self.rng.random()
+        rhythm = ("too_noisy" if roll < self.noisy_share else "atrial_fibrillation"
+                  if roll < self.noisy_share + self.af_share else "sinus_rhythm")
+        seconds = _ECG_SECONDS + (2 if self.rng.random() < self.oversized_share else 0)
+        samples, rate = ecg_counts(self.rng, rhythm, self.person.traits.pulse, seconds)
+        payload = docs.ecg(self.stamp(at), samples, sampling_frequency=_ECG_HZ,
+                           uv_per_count=_UV_PER_COUNT, rhythm=rhythm,
+                           heart_rate=None if rhythm == "too_noisy" else Decimal(rate),
+                           seq=self.next_seq())
+        if self.rng.random() < self.truncated_share:
+            payload = payload[:self.rng.randrange(len(payload) // 4, len(payload) - 1)]
+        return [("ecg", payload)]
+
+
+_ECG_HZ = 300
+_ECG_SECONDS = 30
+_UV_PER_COUNT = Decimal(5)
+# One beat as Gaussian waves around the R peak: (offset s, width s, amplitude uV), a textbook
+# lead-I PQRST; atrial fibrillation has no P wave but a fibrillating baseline instead.
+_PQRST = ((-0.20, 0.025, 110.0), (-0.035, 0.010, -90.0), (0.0, 0.012, 1000.0),
+          (0.035, 0.010, -220.0), (0.26, 0.050, 280.0))
+
+
+def ecg_counts(rng: random.Random, rhythm: str, pulse: float,
+               seconds: int) -> tuple[list[int], int]:
+    """A synthetic lead-I recording in ADC counts and its mean heart rate (beats/min).
+
+    Sinus rhythm: R peaks at a steady rate with slight variability. Atrial fibrillation:
+    irregularly irregular R-R intervals, no P wave, 4-9 Hz f waves. Too noisy: muscle noise
+    and baseline wander swamp the beats."""
+    af, noisy = rhythm == "atrial_fibrillation", rhythm == "too_noisy"
+    rate = rng.gauss(95, 12) if af else rng.gauss(pulse, 4)
+    total = seconds * _ECG_HZ
+    signal = [0.0] * total
+    beats, t = [], rng.uniform(0.1, 0.6)
+    while t < seconds:
+        beats.append(t)
+        spread = rng.uniform(0.65, 1.35) if af else rng.gauss(1, 0.03)
+        t += 60 / rate * spread
+    waves = _PQRST[1:] if af else _PQRST
+    for peak in beats:
+        first = max(0, int((peak - 0.35) * _ECG_HZ))
+        for index in range(first, min(total, int((peak + 0.45) * _ECG_HZ))):
+            offset = index / _ECG_HZ - peak
+            signal[index] += sum(height * math.exp(-((offset - at) / width) ** 2 / 2)
+                                 for at, width, height in waves)
+    f_hz, phase = rng.uniform(4, 9), rng.uniform(0, 2 * math.pi)
+    noise = 150.0 if noisy else 10.0
+    counts = []
+    for index, value in enumerate(signal):
+        moment = index / _ECG_HZ
+        if af:
+            value += 40 * math.sin(2 * math.pi * f_hz * moment + phase)
+        if noisy:
+            value += 300 * math.sin(2 * math.pi * 0.3 * moment + phase)
+        counts.append(round((value + rng.gauss(0, noise)) / float(_UV_PER_COUNT)))
+    mean_rate = 60 * (len(beats) - 1) / (beats[-1] - beats[0]) if len(beats) > 1 else rate
+    return counts, round(mean_rate)

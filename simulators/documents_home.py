@@ -6,7 +6,7 @@ Same rules as ``simulators.documents``: compact UTF-8 JSON, envelope first (``v`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -78,3 +78,14 @@ def night_supervision(kind: str, at: datetime, *, check_id: str | None = None,
     return _document(kind, at, seq, {"check": check, "method": method,
                                      "credential": credential, "room": room})
 
+
+
+def ecg(at: datetime, samples: Sequence[int], *, sampling_frequency: int,
+        uv_per_count: Decimal, rhythm: str, heart_rate: Decimal | None = None,
+        lead: str = "I", seq: int | None = None) -> bytes:
+    """A one-lead ECG recording started at ``at``: ADC counts and the device's classification."""
+    return _document("ecg", at, seq, {
+        "lead": lead, "sampling_frequency": sampling_frequency, "uv_per_count": uv_per_count,
+        "samples": list(samples), "rhythm": rhythm,
+        "heart_rate": None if heart_rate is None else _result(heart_rate, "/min"),
+    })

@@ -115,6 +115,14 @@ SAMPLES: dict[str, list[bytes]] = {
         b'{"id":"C-20240503-0030","scheduled_at":"2024-05-03T00:30:00+02:00"},'
         b'"method":"camera","credential":"staff-0421","room":"bedroom"}',
     ],
+    # One-lead ECG: a short recording with every optional field, and a too-noisy one.
+    "ecg": [
+        b'{"v":1,"type":"ecg","at":"2024-05-02T08:15:00+02:00","seq":7,"lead":"I",'
+        b'"sampling_frequency":300,"uv_per_count":5,"samples":[2,1,24,-18,200,-44,3,8],'
+        b'"rhythm":"atrial_fibrillation","heart_rate":{"value":96,"unit":"/min"}}',
+        b'{"v":1,"type":"ecg","at":"2024-05-02T08:15:00Z","lead":"I","sampling_frequency":512,'
+        b'"uv_per_count":2.5,"samples":[-32768,32767],"rhythm":"too_noisy"}',
+    ],
     # SCAIP <mrq>: a mobile alarm with GPS (every optional element), and a padded fixed trigger.
     "scaip": [
         b"<mrq><ref>5F3A00000017</ref><ver>01.00</ver><mty>ME</mty><cid>8031372</cid>"

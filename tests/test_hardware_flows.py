@@ -43,10 +43,15 @@ DEVICES = {
     "pulse_oximeter_continuous": ("pulse_oximeter_continuous", "sim-oximeter", "hub_astrid"),
     "glucose_meter": ("glucose_meter", "sim-glucose", "hub_astrid"),
     "thermometer": ("thermometer", "sim-thermometer", "hub_astrid"),
+    "calprotectin_test": ("calprotectin_test", "sim-calprotectin", "hub_astrid"),
+    "tonometer": ("tonometer", "sim-tonometer", "hub_astrid"),
+    "urine_reader": ("urine_reader", "sim-urine", "hub_astrid"),
+    "one_lead_ecg": ("one_lead_ecg", "sim-ecg", "hub_astrid"),
     "spirometer": ("spirometer", "sim-spirometer", "hub_bertil"),
     "peak_flow_meter": ("peak_flow_meter", "sim-peakflow", "hub_bertil"),
     "medication_dispenser": ("medication_dispenser", "sim-dispenser", "hub_bertil"),
     "digital_lock": ("digital_lock", "sim-lock", "hub_bertil"),
+    "night_supervision": ("night_supervision", "sim-night-supervision", "hub_bertil"),
     "social_alarm": ("social_alarm", "sim-social-alarm", None),
     "mobile_alarm": ("mobile_alarm", "sim-mobile-alarm", None),
     "dc09_unit": ("dc09_alarm", "sim-dc09-alarm", None),
@@ -70,6 +75,12 @@ PRODUCES = {
     "social_alarm": {"alarm.heartbeat", "alarm.button"},
     "mobile_alarm": {"alarm.heartbeat"},
     "dc09_alarm": {"alarm.personal_emergency"},
+    "calprotectin_test": {"38445-3"},
+    "tonometer": {"79892-6", "79893-4"},
+    "urine_reader": {"25428-4", "5802-4", "5803-2", "5811-5"},
+    # The waveform (one row per recording), the coded rhythm and the heart rate.
+    "one_lead_ecg": {"11524-6", "8601-7", "8867-4"},
+    "night_supervision": {"night_supervision.check_done", "night_supervision.check_missed"},
 }
 
 

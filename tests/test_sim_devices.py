@@ -66,7 +66,17 @@ ONE_DAY: dict[str, dict[str, set[str]]] = {
     "mobile_alarm": {"scaip": {"alarm.heartbeat"}},
     "dc09_alarm": {"dc09": set()},  # NULL link tests carry no event
     "hub": {"status": {"device.status"}},
+    # Issue 8 home tests (simulators/devices_home.py), read every 30 minutes here.
+    "calprotectin_test": {"calprotectin": {"38445-3", "calprotectin.test_invalid"}},
+    "tonometer": {"tonometer": {"79892-6", "79893-4"}},
+    "urine_reader": {"urinalysis": {"25428-4", "20454-5", "5794-3", "5799-2", "5802-4",
+                                    "2514-8", "5803-2", "5811-5"}},
+    "night_supervision": {"night_supervision": {"night_supervision.check_done",
+                                                "night_supervision.not_in_bed"}},
+    "one_lead_ecg": {"ecg": {"11524-6", "8601-7", "8867-4"}},
 }
+HOME_TESTS = ("calprotectin_test", "tonometer", "urine_reader", "night_supervision",
+              "one_lead_ecg")
 BLE_EXTRAS = {"ble/2a19": {"device.battery"}, "ble/2a08": {"device.clock"},
               "status": {"device.status"}}
 
@@ -81,7 +91,8 @@ def test_every_class_sends_payloads_that_decode_to_its_records() -> None:
         expected = dict(ONE_DAY[kind])
         if kind.startswith(("blood", "scale", "body", "pulse", "glucose", "thermo")):
             expected |= BLE_EXTRAS
-        elif kind in ("spirometer", "peak_flow_meter", "medication_dispenser", "digital_lock"):
+        elif kind in ("spirometer", "peak_flow_meter", "medication_dispenser", "digital_lock",
+                      *HOME_TESTS):
             expected |= {"status": {"device.status"}}
         assert seen == expected, kind
 
