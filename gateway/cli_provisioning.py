@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, settings_of
+from gateway.cli_common import actor, connect, settings_of, sync_broker
 from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url, server_secret
 from provisioning import onboarding, participation, service
 
@@ -95,6 +95,11 @@ def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
                                  alarm_account=alarm_account, firmware_version=firmware,
                                  unit=unit)
         conn.commit()
+        if "mqtt_password" in row:
+            # The broker admits a password device only once its password file holds it.
+            broker = sync_broker(conn, settings)
+            if broker is not None:
+                row["broker"] = broker
     with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
         row["mqtt_url"] = mqtt_url(settings)
     text = dumps(row)

@@ -86,3 +86,20 @@ def test_a_cli_retirement_refreshes_the_broker_named_in_the_settings(
         "crls": 4, "password_users": 2, "denied_clients": 1, "reloaded": True}
     assert _denied(site, b1)
     assert refused == TLS_REFUSED
+
+
+def test_a_password_device_onboarded_through_the_api_connects_at_once(
+        site: Site, database_url: str) -> None:
+    app = create_app(database_url=database_url, secret=SECRET, ca_passphrase=PASSPHRASE,
+                     broker_dir=site.out)
+    with running_broker(site), TestClient(app) as api:
+        before = _reloads(site)
+        made = api.post("/v1/devices", headers=bearer("2021", Role.TECHNICIAN),
+                        json={"principal": "2021", "model": "sim-hub", "serial": "p-new"})
+        body: dict[str, Any] = made.json()
+        wait_for(lambda: _reloads(site) > before, 5, "the broker to reload")
+        device = body.get("client_id", "")
+        answer = site.probe("password", site.context(), device, device,
+                            body.get("mqtt_password", ""))
+    assert made.status_code == 201, made.text
+    assert answer == ACCEPTED

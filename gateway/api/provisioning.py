@@ -47,17 +47,22 @@ _RECONDITION, _RETIRE, _TRANSFER = "superseded", "cessation_of_operation", "affi
 @router.post("/devices", status_code=201, response_model=Onboarded,
              response_model_exclude_none=True)
 def create_device(body: DeviceCreate, op: OperatorDep, conn: Conn,
-                  ca: MaybePassphrase) -> dict[str, Any]:
+                  ca: MaybePassphrase, broker: BrokerDir) -> dict[str, Any]:
     """Onboard a device with a certificate or a password, as its principal's policy says."""
     principal = op.principal_for(body.principal)
     with mapped_errors(), conn.transaction():
         # Only certificates need the CA: a password principal onboards without it.
         if ca is None and service.get_principal(conn, principal)["device_auth"] != "password":
             need_ca(ca)
-        return onboarding.onboard(
+        row = onboarding.onboard(
             conn, ca or b"", principal=principal, model=body.model, serial=body.serial,
             actor=op.actor, csr_pem=body.csr_pem, alarm_account=body.alarm_account,
             firmware_version=body.firmware, unit=body.unit)
+    # A password device can connect only once the broker's password file holds it; a
+    # certificate needs nothing there (the CA chain admits it).
+    if "mqtt_password" in row and ca is not None:
+        sync(conn, ca, broker, {})
+    return row
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)

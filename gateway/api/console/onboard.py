@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from gateway.api import provisioning
+from gateway.api.broker_sync import BrokerDir
 from gateway.api.console import i18n
 from gateway.api.console.render import ConsoleRoute, language, page
 from gateway.api.console.session import ConsoleCaller, CsrfCaller
@@ -32,7 +33,7 @@ def onboard_form(request: Request, who: ConsoleCaller) -> HTMLResponse:
 
 @router.post("/onboard", response_class=HTMLResponse)
 def onboard(request: Request, who: CsrfCaller, conn: Conn, ca: MaybePassphrase,
-            model: Field = "", serial: Field = "", firmware: Field = "",
+            broker: BrokerDir, model: Field = "", serial: Field = "", firmware: Field = "",
             alarm_account: Field = "") -> HTMLResponse:
     """Onboard one device of the caller's principal; its credentials, this once."""
     op = operator(who)
@@ -49,7 +50,7 @@ def onboard(request: Request, who: CsrfCaller, conn: Conn, ca: MaybePassphrase,
         return page(request, "onboard.html", who=who, status=422, errors=errors,
                     values=values)
     try:
-        made = provisioning.create_device(body, op, conn, ca)
+        made = provisioning.create_device(body, op, conn, ca, broker)
     except HTTPException as exc:
         if exc.status_code not in (409, 422):
             raise
