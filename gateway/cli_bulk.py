@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, fail, settings_of
+from gateway.cli_common import actor, connect, fail, settings_of, sync_broker
 from gateway.cli_provisioning import _write_private
 from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url
 from provisioning import bulk
@@ -77,6 +77,9 @@ def device_bulk(ctx: click.Context, source: Any, out: Path, no_progress: bool) -
         else:
             result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
                                       progress=_Counter())
+        if any("mqtt_password" in row for row in result.onboarded):
+            # Password devices connect only once the broker's password file holds them.
+            sync_broker(conn, settings)
     # The devices are committed by now; their keys exist only in memory until written here.
     try:
         for row in result.onboarded:

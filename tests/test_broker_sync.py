@@ -103,3 +103,21 @@ def test_a_password_device_onboarded_through_the_api_connects_at_once(
                             body.get("mqtt_password", ""))
     assert made.status_code == 201, made.text
     assert answer == ACCEPTED
+
+
+def test_password_devices_onboarded_in_bulk_through_the_api_connect_at_once(
+        site: Site, database_url: str) -> None:
+    app = create_app(database_url=database_url, secret=SECRET, ca_passphrase=PASSPHRASE,
+                     broker_dir=site.out)
+    with running_broker(site), TestClient(app) as api:
+        before = _reloads(site)
+        made = api.post("/v1/devices/bulk", headers={**bearer("2021", Role.TECHNICIAN),
+                                                     "Content-Type": "text/csv"},
+                        content="principal,model,serial\n2021,sim-hub,p-bulk-1\n")
+        body: dict[str, Any] = made.json()
+        wait_for(lambda: _reloads(site) > before, 5, "the broker to reload")
+        row = body["onboarded"][0]
+        answer = site.probe("password", site.context(), row["client_id"], row["client_id"],
+                            row["mqtt_password"])
+    assert made.status_code == 200, made.text
+    assert answer == ACCEPTED

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.api.broker_sync import BrokerDir, sync
 from gateway.api.deps import Conn
 from gateway.api.provisioning_common import (
     AdminDep,
@@ -267,7 +268,8 @@ def _confine(text: str, scope: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 @router.post("/devices/bulk")
-def bulk_onboard(op: OperatorDep, conn: Conn, ca: Passphrase, text: CsvBody) -> Response:
+def bulk_onboard(op: OperatorDep, conn: Conn, ca: Passphrase, text: CsvBody,
+                 broker: BrokerDir) -> Response:
     """Onboard every CSV row that complies; refused rows are named by line and rule.
 
     ``bulk.onboard_csv`` commits every batch itself, so it runs outside a request transaction.
@@ -277,6 +279,9 @@ def bulk_onboard(op: OperatorDep, conn: Conn, ca: Passphrase, text: CsvBody) -> 
         text, refused = _confine(text, op.scope)
     with mapped_errors():
         result = bulk.onboard_csv(conn, ca, text, actor=op.actor)
+    if any("mqtt_password" in row for row in result.onboarded):
+        # Password devices connect only once the broker's password file holds them.
+        sync(conn, ca, broker, {})
     result.refused = sorted(result.refused + refused, key=lambda r: int(r["line"]))
     result.total += len(refused)
     return json_response({"counts": result.counts(), "onboarded": result.onboarded,

@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
@@ -20,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from psycopg_pool import ConnectionPool
 
 from adapters.model import dumps
+from gateway.api.broker_sync import BrokerDir, sync
 from gateway.api.console import i18n
 from gateway.api.console.render import ConsoleRoute, language, page, redirect
 from gateway.api.console.session import PATH, ConsoleCaller, CsrfCaller
@@ -94,7 +96,7 @@ def jobs(request: Request) -> Jobs:
 
 
 def _run(job: Job, pool: ConnectionPool[Any], passphrase: bytes, text: str,
-         op: Operator) -> None:
+         op: Operator, broker: Path | None) -> None:
     """The job's thread: onboard the rows, recording progress and the outcome."""
     def progress(done: int, total: int) -> None:
         job.done, job.total = done, total
@@ -105,6 +107,9 @@ def _run(job: Job, pool: ConnectionPool[Any], passphrase: bytes, text: str,
         with pool.connection() as conn:
             result = bulk.onboard_csv(conn, passphrase, text, actor=op.actor,
                                       progress=progress)
+            if any("mqtt_password" in row for row in result.onboarded):
+                # Password devices connect only once the broker's password file holds them.
+                sync(conn, passphrase, broker, {})
         result.refused = sorted(result.refused + refused, key=lambda r: int(r["line"]))
         result.total += len(refused)
         job.counts, job.refused = result.counts(), result.refused
@@ -127,6 +132,7 @@ def bulk_form(request: Request, who: ConsoleCaller) -> HTMLResponse:
 
 @router.post("/bulk", response_class=HTMLResponse)
 async def upload(request: Request, who: CsrfCaller, state: State, ca: MaybePassphrase,
+                 broker: BrokerDir,
                  file: Annotated[UploadFile | None, File()] = None) -> Response:
     """Start onboarding an uploaded CSV; to the job's progress page."""
     op = operator(who)
@@ -147,7 +153,7 @@ async def upload(request: Request, who: CsrfCaller, state: State, ca: MaybePassp
         return page(request, "bulk.html", who=who, status=422, columns=", ".join(bulk.COLUMNS),
                     errors={"file": problem})
     job = jobs(request).add(who)
-    threading.Thread(target=_run, args=(job, state.pool, passphrase, text, op),
+    threading.Thread(target=_run, args=(job, state.pool, passphrase, text, op, broker),
                      name=f"console-bulk-{job.id[:6]}", daemon=True).start()
     return redirect(f"{PATH}/bulk/{job.id}")
 
