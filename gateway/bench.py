@@ -38,8 +38,10 @@ from adapters.model import DEFAULT_ZONE, DecodeContext
 from adapters.registry import ADAPTERS, Adapter
 from simulators import bpm, documents
 from simulators import dc09 as dc09_sim
+from simulators import documents_home as home
 from simulators import gatt as sim
 from simulators import scaip as scaip_sim
+from simulators.devices_home import ecg_counts
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ def sample_payloads(
                 .replace(tzinfo=None))),
         }
         samples.update(_documents_and_alarms(i, at, d))
+        samples.update(_home_tests(i, at, d))
         for channel, payload in samples.items():
             out.setdefault(channel, []).append(payload)
     return out
@@ -117,6 +120,21 @@ def _documents_and_alarms(i: int, at: datetime,
         "dc09": dc09_sim.encode_frame("SIA-DCS", i % 10000, "1234AB",
                                       dc09_sim.sia_data("1234AB", "MA", f"{i % 100:03d}"),
                                       timestamp=frame_at),
+    }
+
+
+def _home_tests(i: int, at: datetime, d: Callable[..., Decimal]) -> dict[str, bytes]:
+    """Payloads of the home-test and supervision documents, as their simulators send them."""
+    samples, rate = ecg_counts(random.Random(i), "sinus_rhythm", 70.0, 30)
+    return {
+        "calprotectin": home.calprotectin(at, d(20, 600), seq=i),
+        "tonometer": home.intraocular_pressure(at, right=d(10, 25), left=d(10, 25), seq=i),
+        "urinalysis": home.urinalysis(at, {"glucose": "negative", "protein": "trace",
+                                           "ph": d(50, 80, 1)}, seq=i),
+        "night_supervision": home.night_supervision("check_done", at, check_id=f"C-{i}",
+                                                    scheduled_at=at, seq=i),
+        "ecg": home.ecg(at, samples, sampling_frequency=300, uv_per_count=Decimal(5),
+                        rhythm="sinus_rhythm", heart_rate=Decimal(rate), seq=i),
     }
 
 
