@@ -43,7 +43,7 @@ def option(command: list[str], name: str) -> str:
 
 def test_every_service_has_a_known_public_image_or_a_build_that_exists(
         compose: dict[str, Any]) -> None:
-    public = re.compile(r"^(emqx/emqx:5\.\d+\.\d+|timescale/timescaledb:latest-pg1[5-8]"
+    public = re.compile(r"^(emqx/emqx:5\.\d+\.\d+|timescale/timescaledb:\d+\.\d+\.\d+-pg1[5-8]"
                         r"|haproxy:\d+\.\d+)$")
     for name, service in services(compose).items():
         build = service.get("build")

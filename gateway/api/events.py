@@ -234,8 +234,10 @@ async def stream_events(
 
     async def blocks() -> AsyncIterator[str]:
         try:
-            yield retry_block(settings.retry_ms)
+            # The starting point is fixed before the first byte goes out: a client that has
+            # read the retry block misses no event committed after that.
             await run_in_threadpool(poller.start, start_id)
+            yield retry_block(settings.retry_ms)
             last_sent = time.monotonic()
             while not await request.is_disconnected():
                 events, more = await run_in_threadpool(poller.poll)
