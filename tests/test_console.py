@@ -21,7 +21,7 @@ from gateway.api.app import create_app
 from gateway.api.console.session import COOKIE, csrf_token
 from gateway.auth import ALGORITHM, Role, issue_token
 from gateway.token_keys import genesis_key
-from provisioning import api_clients, licences
+from provisioning import api_clients, licences, pilots
 from tests.support import SECRET, Fleet, count, seed, wait_for
 from tests.test_row_security import store_readings
 
@@ -350,6 +350,19 @@ def test_onboarding_refusals_are_shown_beside_the_form(app_client: TestClient,
     assert second.status_code == 409 and "already onboarded" in second.text
     missing = app_client.post("/console/onboard", data={"csrf": csrf, "model": "bpm"})
     assert missing.status_code == 422 and 'aria-invalid="true"' in missing.text
+
+
+def test_a_unit_limited_pilot_is_met_through_the_onboarding_forms_unit(
+        app_client: TestClient, database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        pilots.set_pilot(conn, "bpm", units=["Hemsjukvården Falun"], actor="test")
+    csrf = logged_in(app_client, database_url)
+    outside = app_client.post("/console/onboard?lang=en", data={
+        "csrf": csrf, "model": "bpm", "serial": "PILOT-1", "unit": "Vårdcentralen Mora"})
+    inside = app_client.post("/console/onboard?lang=en", data={
+        "csrf": csrf, "model": "bpm", "serial": "PILOT-2", "unit": "Hemsjukvården Falun"})
+    assert outside.status_code == 422 and "pilot rule" in outside.text, outside.text
+    assert inside.status_code == 200 and 'id="device-id">dev-' in inside.text, inside.text
 
 
 def test_bulk_upload_shows_progress_and_hands_out_credentials_once(

@@ -21,7 +21,7 @@ from gateway.api.provisioning_models import DeviceCreate
 router = APIRouter(route_class=ConsoleRoute)
 
 Field = Annotated[str, Form(max_length=200)]
-FIELDS = ("model", "serial", "firmware", "alarm_account")
+FIELDS = ("model", "serial", "firmware", "alarm_account", "unit")
 
 
 @router.get("/onboard", response_class=HTMLResponse)
@@ -34,12 +34,12 @@ def onboard_form(request: Request, who: ConsoleCaller) -> HTMLResponse:
 @router.post("/onboard", response_class=HTMLResponse)
 def onboard(request: Request, who: CsrfCaller, conn: Conn, ca: MaybePassphrase,
             broker: BrokerDir, model: Field = "", serial: Field = "", firmware: Field = "",
-            alarm_account: Field = "") -> HTMLResponse:
+            alarm_account: Field = "", unit: Field = "") -> HTMLResponse:
     """Onboard one device of the caller's principal; its credentials, this once."""
     op = operator(who)
     t = i18n.Translator(language(request))
     values = {"model": model, "serial": serial, "firmware": firmware,
-              "alarm_account": alarm_account}
+              "alarm_account": alarm_account, "unit": unit}
     given: dict[str, Any] = {k: v.strip() for k, v in values.items() if v.strip()}
     try:
         # The console's principal is the token's, an admin's too (no principal field).
