@@ -39,6 +39,21 @@ def order_import(ctx: click.Context, file: Any) -> None:
         sys.exit(1)
 
 
+@order_group.command("list")
+@click.option("--principal", default=None, help="Only this principal's orders.")
+@click.option("--state", type=click.Choice(lead_times.ORDER_STATES), default="all",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(1, 5000), default=500, show_default=True)
+@click.pass_context
+def order_list(ctx: click.Context, principal: str | None, state: str, limit: int) -> None:
+    """Orders oldest first as JSON lines, with the delivering device and the lead time in
+    working days."""
+    with connect(settings_of(ctx)) as conn:
+        rows = lead_times.list_orders(conn, principal=principal, state=state, limit=limit)
+    for row in rows:
+        click.echo(dumps(row))
+
+
 @report_group.command("lead-times")
 @click.option("--principal", default=None, help="One principal only.")
 @click.option("--month", default=None, help="One month only (YYYY-MM).")

@@ -116,3 +116,35 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
     return out.getvalue()
+
+
+ORDER_STATES = ("all", "open", "delivered")
+
+
+def list_orders(conn: Conn, *, principal: str | None, state: str = "all",
+                limit: int = 500) -> list[dict[str, Any]]:
+    """Orders, oldest first, with the delivering device and the lead time in working days.
+
+    The patient is not shown: the order keeps only the patient's pseudonym, and a list of
+    orders is a work queue for the devices centre, not a read of patient data.
+    """
+    if state not in ORDER_STATES:
+        raise InvalidInputError(f"order state {state!r} is not one of {', '.join(ORDER_STATES)}")
+    if not 1 <= limit <= 5000:
+        raise InvalidInputError(f"limit {limit} is outside 1..5000")
+    clauses = {"open": ["assignment_id IS NULL"],
+               "delivered": ["assignment_id IS NOT NULL"]}.get(state, [])
+    if principal is not None:
+        clauses.append("principal_code = %(principal)s")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(
+        "SELECT principal_code, order_id, unit, model, article_number, ordered_at, device_id,"
+        f" fulfilled_at FROM orders {where}"
+        " ORDER BY ordered_at, principal_code, order_id LIMIT %(limit)s",
+        {"principal": principal, "limit": limit}).fetchall()
+    return [{
+        "principal": p, "order_id": order_id, "unit": unit, "model": model,
+        "article_number": article, "ordered_at": ordered_at.isoformat(),
+        "device_id": device, "delivered_at": None if done is None else done.isoformat(),
+        "lead_time_days": None if done is None else lead_time(ordered_at, done),
+    } for p, order_id, unit, model, article, ordered_at, device, done in rows]

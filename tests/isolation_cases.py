@@ -149,6 +149,9 @@ CASES.update({
         Case(T, "/v1/orders/import", csv="order_id,principal,patient,model,ordered_at\n"
              "ISO-O2,20,{patient},bpm,2026-11-02 09:00\n", expect=(200,),
              empty=lambda body: body["imported"] == [] and len(body["refused"]) == 1)],
+    ("GET", "/v1/orders"): [
+        Case(T, "/v1/orders", {"principal": "20"}, expect=(403,)),
+        Case(T, "/v1/orders", expect=(200,), empty=items_empty)],
     ("GET", "/v1/reports/lead-times"): [
         Case(T, "/v1/reports/lead-times", {"principal": "20"}, expect=(403,)),
         Case(T, "/v1/reports/lead-times", expect=(200,),

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from gateway.auth import Role
 from gateway.cli import main
 from provisioning import lead_times, orders, service
-from provisioning.errors import ConflictError, NotFoundError
+from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from provisioning.workdays import ZONE, is_working_day, lead_time
 from tests.support import SECRET, Fleet, api_client, bearer, seed
 
@@ -263,3 +263,35 @@ def test_the_command_line_and_the_api(database_url: str, fleet: Fleet, tmp_path:
         csv_text = client.get("/v1/reports/lead-times",
                               params={"month": "2025-04", "format": "csv"}, headers=tech).text
         assert csv_text.splitlines()[1] == "2025-04,20,1,0,,,,3"
+
+
+def test_orders_are_listed_open_or_delivered_without_the_patient(
+        database_url: str, fleet: Fleet, tmp_path: Path) -> None:
+    _import(database_url, GOOD + "W-3,20,,p-1,bpm,,2025-03-05 09:00\n")
+    made = _assign(database_url, fleet.unpaired, "p-1")
+    with psycopg.connect(database_url) as conn:
+        open_ = lead_times.list_orders(conn, principal="20", state="open")
+        delivered = lead_times.list_orders(conn, principal=None, state="delivered")
+        with pytest.raises(InvalidInputError, match="order state 'late' is not one of"):
+            lead_times.list_orders(conn, principal=None, state="late")
+    assert [o["order_id"] for o in open_] == ["W-2", "W-3"]
+    assert [(o["order_id"], o["device_id"]) for o in delivered] == [("W-1", fleet.unpaired)]
+    assigned_at = made["valid_from"]
+    assert isinstance(assigned_at, datetime)
+    assert delivered[0]["lead_time_days"] == lead_time(
+        datetime.fromisoformat(delivered[0]["ordered_at"]), assigned_at)
+    assert all("patient" not in key for row in open_ + delivered for key in row)
+    env = {"AIDLINK_DATABASE_URL": database_url, "AIDLINK_HOME": str(tmp_path),
+           "AIDLINK_SECRET": "s" * 40}
+    listed = CliRunner().invoke(main, ["order", "list", "--state", "open"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert [json.loads(line)["order_id"] for line in listed.output.splitlines()] == [
+        "W-2", "W-3"]
+    with api_client(database_url) as client:
+        own = client.get("/v1/orders", params={"state": "delivered"},
+                         headers=bearer("20", Role.TECHNICIAN))
+        bad = client.get("/v1/orders", params={"state": "late"},
+                         headers=bearer("20", Role.TECHNICIAN))
+    assert own.status_code == 200, own.text
+    assert [o["order_id"] for o in own.json()["items"]] == ["W-1"]
+    assert bad.status_code == 422

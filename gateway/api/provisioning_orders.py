@@ -1,5 +1,6 @@
-"""Orders, lead times and swaps over HTTP (``/v1/orders/import``, ``/v1/reports/lead-times``,
-``/v1/devices/{id}/swap``) for technicians and admins, over the same service layer as the CLI.
+"""Orders, lead times and swaps over HTTP (``/v1/orders``, ``/v1/orders/import``,
+``/v1/reports/lead-times``, ``/v1/devices/{id}/swap``) for technicians and admins, over the
+same service layer as the CLI.
 
 A technician works within its token's principal: order rows of another principal are refused
 by line, its report is its own, and another principal's device is "not found".
@@ -46,6 +47,16 @@ def import_orders(op: OperatorDep, conn: Conn, state: State, text: CsvBody) -> R
         result = orders.import_csv(conn, state.secret, text, actor=op.actor,
                                    only_principal=op.scope)
     return json_response(result)
+
+
+@router.get("/orders")
+def list_orders(_op: OperatorDep, conn: Conn, principal: PrincipalQuery,
+                state: Annotated[Literal["all", "open", "delivered"], Query()] = "all",
+                limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
+    """Orders oldest first, with the delivering device and lead time (no patient shown)."""
+    with mapped_errors(), conn.transaction():
+        rows = lead_times.list_orders(conn, principal=principal, state=state, limit=limit)
+    return json_response({"items": rows})
 
 
 @router.get("/reports/lead-times")
