@@ -145,8 +145,10 @@ class Observation:
     sampled: Sampled | None = None
 
     def __post_init__(self) -> None:
-        results = (self.value, self.absent_reason, self.coded, self.sampled)
-        if sum(result is not None for result in results) != 1:
+        # Spelled out rather than summed over a generator: this runs for every stored value.
+        given = ((self.value is not None) + (self.absent_reason is not None)
+                 + (self.coded is not None) + (self.sampled is not None))
+        if given != 1:
             if self.coded is None and self.sampled is None:
                 raise ValueError(
                     f"observation {self.code}: exactly one of value and absent_reason")
