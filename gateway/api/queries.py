@@ -6,7 +6,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg.rows import dict_row
@@ -75,10 +75,30 @@ def decode_cursor(text: str) -> tuple[datetime, str, str]:
     return moment, str(device), str(code)
 
 
-def fetch_observations(
-    conn: psycopg.Connection[Any], query: ObservationQuery
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of observations and the cursor of the next page (None at the end)."""
+class SearchScope(Protocol):
+    """What both observation searches (rows and whole readings) are narrowed by."""
+
+    @property
+    def principal(self) -> str: ...
+    @property
+    def patient_key(self) -> str | None: ...
+    @property
+    def device_id(self) -> str | None: ...
+    @property
+    def since(self) -> datetime | None: ...
+    @property
+    def until(self) -> datetime | None: ...
+    @property
+    def since_inclusive(self) -> bool: ...
+    @property
+    def until_inclusive(self) -> bool: ...
+    @property
+    def limit(self) -> int: ...
+
+
+def scope_clauses(query: SearchScope) -> tuple[list[str], dict[str, Any]]:
+    """The WHERE clauses (and their parameters) both observation searches share: the
+    principal, the patient or device, and the time span with its inclusive ends."""
     clauses = ["principal_code = %(principal)s"]
     params: dict[str, Any] = {"principal": query.principal, "limit": query.limit + 1}
     if query.patient_key is not None:
@@ -87,15 +107,23 @@ def fetch_observations(
     if query.device_id is not None:
         clauses.append("device_id = %(device)s")
         params["device"] = query.device_id
-    if query.loinc is not None:
-        clauses.append("code = %(loinc)s")
-        params["loinc"] = query.loinc
     if query.since is not None:
         clauses.append("ts >= %(since)s" if query.since_inclusive else "ts > %(since)s")
         params["since"] = query.since
     if query.until is not None:
         clauses.append("ts <= %(until)s" if query.until_inclusive else "ts < %(until)s")
         params["until"] = query.until
+    return clauses, params
+
+
+def fetch_observations(
+    conn: psycopg.Connection[Any], query: ObservationQuery
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of observations and the cursor of the next page (None at the end)."""
+    clauses, params = scope_clauses(query)
+    if query.loinc is not None:
+        clauses.append("code = %(loinc)s")
+        params["loinc"] = query.loinc
     if query.after is not None:
         clauses.append("(ts, device_id, code) < (%(a_ts)s, %(a_dev)s, %(a_code)s)")
         params.update(a_ts=query.after[0], a_dev=query.after[1], a_code=query.after[2])

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from gateway.api.queries import CursorError
+from gateway.api.queries import CursorError, scope_clauses
 
 # A cursor is the key of the last reading on a page: (ts, device_id, group code).
 ReadingKey = tuple[datetime, str, str]
@@ -87,14 +87,7 @@ def fetch_readings(
 ) -> tuple[list[Reading], ReadingKey | None]:
     """One page of whole readings and the key to continue after (None on the last page)."""
     # The principal is always filtered here, whatever row-level security adds behind it.
-    clauses = ["principal_code = %(principal)s"]
-    params: dict[str, Any] = {"principal": query.principal, "limit": query.limit + 1}
-    if query.patient_key is not None:
-        clauses.append("patient_key = %(patient)s")
-        params["patient"] = query.patient_key
-    if query.device_id is not None:
-        clauses.append("device_id = %(device)s")
-        params["device"] = query.device_id
+    clauses, params = scope_clauses(query)
     codes = []
     if query.loinc:
         codes.append("code = ANY(%(loinc)s) OR panel = ANY(%(loinc)s)")
@@ -107,12 +100,6 @@ def fetch_readings(
         params["panels"] = list(query.panels)
     if codes:
         clauses.append("(" + " OR ".join(codes) + ")")
-    if query.since is not None:
-        clauses.append("ts >= %(since)s" if query.since_inclusive else "ts > %(since)s")
-        params["since"] = query.since
-    if query.until is not None:
-        clauses.append("ts <= %(until)s" if query.until_inclusive else "ts < %(until)s")
-        params["until"] = query.until
     direction, compare = ("DESC", "<") if query.newest_first else ("ASC", ">")
     if query.after is not None:
         clauses.append(f"(ts, device_id, {_GROUP}) {compare} (%(a_ts)s, %(a_dev)s, %(a_grp)s)")
