@@ -8,7 +8,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+# What one read from the socket may take. A QoS 1 reading is some 60-200 bytes on the wire,
+# so one read carries hundreds of them.
+_READ_CHUNK = 65536
 
 
 class MqttUrlError(ValueError):
@@ -51,13 +55,54 @@ def protocol_of(version: int) -> MQTTProtocolVersion:
     raise MqttUrlError(f"MQTT protocol {version} is not supported; use 5 or 4 (3.1.1)")
 
 
+class BufferedClient(mqtt.Client):
+    """paho's client, reading the socket in large chunks instead of a few bytes at a time.
+
+    paho reads each packet with at least three ``recv`` calls (the fixed header byte, the
+    remaining length one byte at a time, then the body) and handles one packet per
+    ``select``. At thousands of messages a second those system calls are most of the
+    client's cost: draining 100,000 queued QoS 1 messages took 73-92 us of CPU per message
+    with plain paho and 30 us with this class. Bytes read ahead are served from a buffer, and
+    ``loop_read`` goes on until the buffer is empty, because ``select`` cannot see bytes that
+    are already out of the socket. The buffer belongs to one connection and is dropped with it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_ahead = b""
+        self._read_pos = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._read_pos >= len(self._read_ahead):
+            data = super()._sock_recv(_READ_CHUNK)
+            if len(data) <= bufsize:
+                return data
+            self._read_ahead, self._read_pos = data, 0
+        start = self._read_pos
+        self._read_pos = min(start + bufsize, len(self._read_ahead))
+        return self._read_ahead[start:self._read_pos]
+
+    def _buffered(self) -> bool:
+        return self._read_pos < len(self._read_ahead)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._read_ahead, self._read_pos = b"", 0
+        super()._sock_close()
+
+
 def new_client(client_id: str, *, protocol: int, persistent: bool = False) -> mqtt.Client:
     """A paho client with the v2 callback API; ``persistent`` keeps the session (3.1.1)."""
     proto = protocol_of(protocol)
     if proto == mqtt.MQTTv5:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
     else:
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto,
             clean_session=not persistent,
         )
