@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import click
 from adapters.model import dumps
 from gateway.cli_common import actor, connect, fail, settings_of, sync_broker
 from gateway.cli_provisioning import _write_private
-from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url
+from gateway.settings import ca_passphrase, device_broker_url
 from provisioning import bulk
 
 _FILES = (("certificate_pem", "certificate.pem"), ("ca_chain_pem", "ca-chain.pem"),
@@ -33,11 +32,10 @@ class _Counter:
             click.echo(f"aidlink: onboarded {done}/{total}", err=True)
 
 
-def _write_bundle(out: Path, row: dict[str, Any], broker: str | None) -> None:
+def _write_bundle(out: Path, row: dict[str, Any]) -> None:
     """One device's bundle, each file readable by its owner only (they hold secrets)."""
     folder = out / row["device_id"]
-    bundle = dict(row) if broker is None else row | {"mqtt_url": broker}
-    _write_private(folder / "bundle.json", dumps(bundle) + "\n")
+    _write_private(folder / "bundle.json", dumps(row) + "\n")
     for field, name in _FILES:
         if field in row:
             _write_private(folder / name, row[field])
@@ -58,13 +56,14 @@ def device_bulk(ctx: click.Context, source: Any, out: Path, no_progress: bool) -
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"--out {out}: {exc}")
-    broker = None
-    with suppress(ConfigurationError):  # no broker known here: bundles lack its address
-        broker = mqtt_url(settings)
     with connect(settings) as conn:
+        # Inside, so a wrong AIDLINK_DEVICE_BROKER_URL fails naming it; None (no broker known
+        # here) leaves the bundles without an address.
+        broker_url = device_broker_url(settings)
         passphrase = ca_passphrase(settings)
         if no_progress:
-            result = bulk.onboard_csv(conn, passphrase, text, actor=actor())
+            result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
+                                      broker_url=broker_url)
         elif sys.stderr.isatty():
             with click.progressbar(length=max(text.count("\n") - 1, 1), file=sys.stderr,
                                    label="onboarding") as bar:
@@ -73,17 +72,17 @@ def device_bulk(ctx: click.Context, source: Any, out: Path, no_progress: bool) -
                     bar.update(done - bar.pos)
 
                 result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
-                                          progress=advance)
+                                          progress=advance, broker_url=broker_url)
         else:
             result = bulk.onboard_csv(conn, passphrase, text, actor=actor(),
-                                      progress=_Counter())
+                                      progress=_Counter(), broker_url=broker_url)
         if any("mqtt_password" in row for row in result.onboarded):
             # Password devices connect only once the broker's password file holds them.
             sync_broker(conn, settings)
     # The devices are committed by now; their keys exist only in memory until written here.
     try:
         for row in result.onboarded:
-            _write_bundle(out, row, broker)
+            _write_bundle(out, row)
         summary = result.counts() | {"out": str(out), "refused_rows": result.refused,
                                      "devices": [{"serial": row["serial"],
                                                   "device_id": row["device_id"]}

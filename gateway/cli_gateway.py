@@ -55,7 +55,8 @@ def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None,
             client_id=client_id or settings.gateway_client_id, protocol=settings.mqtt_protocol,
             batch_max_rows=settings.batch_max_rows,
             batch_max_delay=settings.batch_max_delay_ms / 1000,
-            receive_maximum=settings.receive_maximum, subscription=shared(group))
+            receive_maximum=settings.receive_maximum, subscription=shared(group),
+            writers=settings.writers)
     except ConfigurationError as exc:
         fail(str(exc))
     if group is not None and config.protocol != 5:

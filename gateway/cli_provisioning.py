@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,8 @@ import click
 
 from adapters.model import dumps
 from gateway.cli_common import actor, connect, settings_of, sync_broker
-from gateway.settings import ConfigurationError, ca_passphrase, mqtt_url, server_secret
-from provisioning import onboarding, participation, service
+from gateway.settings import ca_passphrase, device_broker_url, server_secret
+from provisioning import lifecycle, onboarding, participation, service
 
 
 @click.group("principal")
@@ -89,19 +88,20 @@ def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
     """Onboard one device for a principal; prints its id and credentials as JSON."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
+        # Read before onboarding, so a wrong AIDLINK_DEVICE_BROKER_URL onboards nothing (and
+        # fails naming it); None (no broker known here) leaves the bundle without an address.
+        broker_url = device_broker_url(settings)
         row = onboarding.onboard(conn, ca_passphrase(settings), principal=principal,
                                  model=model, serial=serial, actor=actor(),
                                  csr_pem=None if csr is None else csr.read(),
                                  alarm_account=alarm_account, firmware_version=firmware,
-                                 unit=unit)
+                                 unit=unit, broker_url=broker_url)
         conn.commit()
         if "mqtt_password" in row:
             # The broker admits a password device only once its password file holds it.
             broker = sync_broker(conn, settings)
             if broker is not None:
                 row["broker"] = broker
-    with suppress(ConfigurationError):  # no broker known here: the bundle lacks its address
-        row["mqtt_url"] = mqtt_url(settings)
     text = dumps(row)
     if out is not None:
         _write_private(out / "bundle.json", text + "\n")
@@ -153,9 +153,17 @@ def device_assign(ctx: click.Context, device: str, patient: str, basis: str,
 
 @device_group.command("history")
 @click.argument("device")
+@click.option("--by-owner", is_flag=True,
+              help="One JSON line per principal that owned it, in order of ownership:"
+                   " {\"principal\": CODE, \"history\": [...]}.")
 @click.pass_context
-def device_history(ctx: click.Context, device: str) -> None:
+def device_history(ctx: click.Context, device: str, by_owner: bool) -> None:
     """A device's life as JSON lines, oldest first."""
     with connect(settings_of(ctx)) as conn:
+        if by_owner:
+            parts = lifecycle.history_by_owner(conn, device)
+            for principal, rows in parts.items():
+                click.echo(dumps({"principal": principal, "history": rows}))
+            return
         for row in service.history(conn, device):
             click.echo(dumps(row))

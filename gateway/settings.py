@@ -7,6 +7,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -24,6 +25,10 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     mqtt_url: str | None = None
+    # The broker address devices are given in their provisioning bundles (for example
+    # mqtts://mqtt.example.se:8883). AIDLINK_MQTT_URL is the gateway's own connection, often a
+    # plaintext loopback listener with the gateway's password: not what a device should use.
+    device_broker_url: str | None = None
     home: Path = Path(".aidlink")
     secret: SecretStr | None = None
     # Encrypts the CA private keys at rest; without it one is derived from the server secret.
@@ -44,6 +49,8 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=500, ge=1)
     batch_max_delay_ms: int = Field(default=100, ge=1, le=100)
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    # Gateway writer lanes (threads, each with a database connection); see ingest/pipeline.py.
+    writers: int = Field(default=2, ge=1, le=16)
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=24 * 3600)
     # How often `aidlink up` renews the certificates due and sends them to devices; 0: never.
     renew_interval_s: int = Field(default=3600, ge=0)
@@ -105,6 +112,66 @@ def mqtt_url(settings: Settings) -> str:
             f"no broker: set AIDLINK_MQTT_URL, or start `aidlink up` with --home {settings.home}"
         )
     return url
+
+
+# Schemes a device may be told to connect with: MQTT over TCP or TLS, or over WebSockets.
+DEVICE_BROKER_SCHEMES = ("mqtt", "mqtts", "ssl", "tls", "ws", "wss")
+
+
+def without_userinfo(url: str) -> str:
+    """The URL without ``user:password@``: a broker address handed to devices must never
+    carry anyone's credentials (each device has its own certificate or password)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"broker URL {redacted_url(url)} has a bad port") from exc
+    netloc = host if port is None else f"{host}:{port}"
+    # The query goes too: a broker address needs none, and it is where a token would hide.
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redacted_url(url: str) -> str:
+    """A URL fit for an error message: everything up to the last ``@`` of its authority is
+    dropped, so a password never reaches a log even when the URL cannot be parsed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "(not a URL)"
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{tail}"
+
+
+def device_broker_url(settings: Settings) -> str | None:
+    """The broker address for provisioning bundles, without credentials; None if none known.
+
+    AIDLINK_DEVICE_BROKER_URL when set. Otherwise the host and port of the gateway's own
+    broker (AIDLINK_MQTT_URL, or the one a running ``aidlink up`` serves) with its user and
+    password removed: right on one machine, where devices use the gateway's listener, and a
+    reason to set AIDLINK_DEVICE_BROKER_URL everywhere else.
+    """
+    if settings.device_broker_url:
+        url = settings.device_broker_url.strip()
+        scheme = urlsplit(url).scheme
+        if scheme not in DEVICE_BROKER_SCHEMES or not urlsplit(url).hostname:
+            raise ConfigurationError(
+                f"AIDLINK_DEVICE_BROKER_URL {redacted_url(url)} must look like"
+                f" mqtts://host:port (schemes: {', '.join(DEVICE_BROKER_SCHEMES)})")
+        try:
+            return without_userinfo(url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"AIDLINK_DEVICE_BROKER_URL: {exc}") from exc
+    try:
+        own = mqtt_url(settings)
+    except ConfigurationError:
+        return None
+    parts = urlsplit(own)
+    if not parts.hostname:
+        return None
+    # Only scheme, host and port: the gateway's user and password never go to a device.
+    return without_userinfo(urlunsplit((parts.scheme, parts.netloc, "", "", "")))
 
 
 def server_secret(settings: Settings) -> bytes:

@@ -30,10 +30,11 @@ from provisioning.service import Conn
 REQUIRED = ("principal", "model", "serial")
 OPTIONAL = ("firmware", "alarm_account", "article_number", "individual_number", "unit")
 COLUMNS = REQUIRED + OPTIONAL
-# What a bundle may carry back to the caller; nothing else of onboard()'s row is needed.
-_KEPT = ("device_id", "client_id", "principal", "model", "serial", "mqtt_username",
-         "mqtt_password", "certificate_pem", "ca_chain_pem", "private_key_pem",
-         "certificate_serial", "article_number", "individual_number")
+# What a bundle may carry back to the caller: the same bundle fields as a single onboarding
+# (broker address, topic prefix, profile settings, credentials), plus traceability.
+_KEPT = ("device_id", "client_id", "principal", "model", "serial", "mqtt_url", "topic_prefix",
+         "profile", "mqtt_username", "mqtt_password", "certificate_pem", "ca_chain_pem",
+         "private_key_pem", "certificate_serial", "article_number", "individual_number")
 
 Progress = Callable[[int, int], None]
 
@@ -94,7 +95,7 @@ def _rows(text: str) -> tuple[list[tuple[int, dict[str, str | None]]], list[dict
 
 
 def _one(conn: Conn, passphrase: bytes, row: dict[str, str | None],
-         actor: str) -> dict[str, Any]:
+         actor: str, broker_url: str | None) -> dict[str, Any]:
     """Onboard one row (the caller holds its savepoint); the kept fields of the result."""
     for column in REQUIRED:
         if row.get(column) is None:
@@ -106,7 +107,8 @@ def _one(conn: Conn, passphrase: bytes, row: dict[str, str | None],
     made = onboarding.onboard(conn, passphrase, principal=str(row["principal"]),
                               model=str(row["model"]), serial=str(row["serial"]), actor=actor,
                               alarm_account=row.get("alarm_account"),
-                              firmware_version=row.get("firmware"), unit=row.get("unit"))
+                              firmware_version=row.get("firmware"), unit=row.get("unit"),
+                              broker_url=broker_url)
     if article is not None:
         made.update(licences.set_traceability(
             conn, device_id=made["device_id"], article_number=article,
@@ -115,8 +117,11 @@ def _one(conn: Conn, passphrase: bytes, row: dict[str, str | None],
 
 
 def onboard_csv(conn: Conn, passphrase: bytes, text: str, *, actor: str,
-                progress: Progress | None = None, batch: int = 500) -> BulkResult:
-    """Onboard every CSV row that complies, committing every ``batch`` rows; the outcome."""
+                progress: Progress | None = None, batch: int = 500,
+                broker_url: str | None = None) -> BulkResult:
+    """Onboard every CSV row that complies, committing every ``batch`` rows; the outcome.
+
+    Each onboarded row is its device's bundle, ``broker_url`` its broker address."""
     if batch < 1:
         raise InvalidInputError(f"batch {batch} must be at least 1")
     rows, malformed = _rows(text)
@@ -135,7 +140,7 @@ def onboard_csv(conn: Conn, passphrase: bytes, text: str, *, actor: str,
                                             f" on line {seen[key]}")
                     seen.setdefault(key, line)
                     with conn.transaction():
-                        result.onboarded.append(_one(conn, passphrase, row, actor))
+                        result.onboarded.append(_one(conn, passphrase, row, actor, broker_url))
                 except PassphraseError:
                     raise  # no row can succeed with a wrong CA passphrase: stop, not refuse all
                 except (ProvisioningError, psycopg.DataError, psycopg.IntegrityError) as exc:

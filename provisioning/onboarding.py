@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import profiles
+from gateway.settings import without_userinfo
 from provisioning import lifecycle, pki, service
 from provisioning.errors import InvalidInputError
 from provisioning.service import Conn
@@ -13,8 +14,13 @@ from provisioning.service import Conn
 
 def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial: str,
             actor: str, csr_pem: str | None = None, alarm_account: str | None = None,
-            firmware_version: str | None = None, unit: str | None = None) -> dict[str, Any]:
+            firmware_version: str | None = None, unit: str | None = None,
+            broker_url: str | None = None) -> dict[str, Any]:
     """Register a device and give it credentials; the caller commits.
+
+    The result is the device's provisioning bundle: ``mqtt_url`` (``broker_url``, the address
+    devices connect to, when known), ``topic_prefix``, the model's ``profile`` settings and the
+    credentials below.
 
     Under a policy that requires mutual TLS the device gets a certificate (CN = its client id)
     from its own CSR, or from a key generated here and returned only this once; under one that
@@ -23,7 +29,7 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
                                  actor=actor, alarm_account=alarm_account,
                                  firmware_version=firmware_version, unit=unit)
-    row.update(_bundle_settings(row["client_id"], model))
+    row.update(_bundle_settings(row["client_id"], model, broker_url))
     if "mqtt_password" in row:
         if csr_pem is not None:
             raise InvalidInputError(
@@ -40,9 +46,14 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     return row
 
 
-def _bundle_settings(client_id: str, model: str) -> dict[str, Any]:
-    """What a device needs besides credentials: where to publish, and its profile's settings."""
+def _bundle_settings(client_id: str, model: str, broker_url: str | None) -> dict[str, Any]:
+    """What a device needs besides credentials: the broker, where to publish, and its
+    profile's settings."""
     settings: dict[str, Any] = {"topic_prefix": f"aidlink/v1/{client_id}/"}
+    if broker_url:
+        # Stripped here too, whatever the caller passed: a bundle leaves the building, and
+        # must never carry the user and password of some other client of the broker.
+        settings["mqtt_url"] = without_userinfo(broker_url)
     profile = profiles.by_model().get(model)
     if profile is not None:
         settings["profile"] = {

@@ -31,6 +31,7 @@ from psycopg.types.json import Jsonb
 from provisioning import pki
 from provisioning.ca import Conn, chain_pem, now_or
 from provisioning.errors import ProvisioningError
+from provisioning.policy import Policy, check_device, current_policy
 
 COMMAND = "certificate"
 DELIVERED = "certificate_delivered"
@@ -67,9 +68,19 @@ def renew_due(conn: Conn, passphrase: bytes, *, actor: str, now: datetime | None
     """Renew every certificate inside its policy's renewal window, keeping the device's key.
 
     Each renewal commits on its own; returns the renewed ones and the refused ones, with why.
+    A device whose model its principal's current policy no longer allows, or whose firmware
+    (as registered, or last reported) is below the policy's minimum, is not renewed: it is
+    refused with the rule named as ``aidlink policy check`` names it.
     """
     renewed, refused = [], []
-    for due in pki.due_for_renewal(conn, now):
+    due_rows = pki.due_for_renewal(conn, now)
+    broken = _policy_reasons(conn, [due["device_id"] for due in due_rows])
+    for due in due_rows:
+        reasons = broken.get(due["device_id"])
+        if reasons:
+            refused.append({"device_id": due["device_id"], "serial": due["serial"],
+                            "reason": "not renewed: " + "; ".join(reasons)})
+            continue
         try:
             issued = pki.renew(conn, passphrase, device_id=due["device_id"], keep_key=True,
                                actor=actor, now=now)
@@ -82,6 +93,26 @@ def renew_due(conn: Conn, passphrase: bytes, *, actor: str, now: datetime | None
         renewed.append({"device_id": due["device_id"], "replaces": due["serial"],
                         "serial": issued.serial, "not_after": issued.not_after})
     return renewed, refused
+
+
+def _policy_reasons(conn: Conn, device_ids: list[str]) -> dict[str, list[str]]:
+    """Why each device breaks its principal's current policy on model or firmware (the
+    rules a certificate cannot fix), by device; devices that comply are left out."""
+    if not device_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT id, principal_code, model, firmware_version FROM devices WHERE id = ANY(%s)",
+        (device_ids,),
+    ).fetchall()
+    policies: dict[str, Policy] = {}
+    reasons: dict[str, list[str]] = {}
+    for device_id, principal, model, firmware in rows:
+        if principal not in policies:
+            policies[principal] = current_policy(conn, principal)
+        found = check_device(policies[principal], model, firmware)
+        if found:
+            reasons[device_id] = found
+    return reasons
 
 
 def pending_deliveries(conn: Conn) -> list[Delivery]:

@@ -245,3 +245,40 @@ def test_without_a_ca_passphrase_certificate_routes_answer_503(
         # A password principal's onboarding needs no CA.
         assert api.post("/v1/devices", json={"model": "bpm", "serial": "N7"},
                         headers=TECH_20).status_code == 201
+
+
+def test_onboarding_answers_the_bundle_without_the_gateway_password(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDLINK_MQTT_URL", "mqtt://aidlink-gateway:gw-pw-0b7e@127.0.0.1:1883")
+    monkeypatch.delenv("AIDLINK_DEVICE_BROKER_URL", raising=False)
+    response = client.post("/v1/devices", json={"model": "sim-bpm", "serial": "BND-1"},
+                           headers=TECH_2080)
+    assert response.status_code == 201, response.text
+    assert "gw-pw-0b7e" not in response.text
+    body = response.json()
+    assert body["mqtt_url"] == "mqtt://127.0.0.1:1883"
+    assert body["topic_prefix"] == f"aidlink/v1/{body['client_id']}/"
+    assert body["profile"]["model"] == "sim-bpm"
+    assert body["profile"]["reporting_interval_s"] == 86400
+    assert "PRIVATE KEY" in body["private_key_pem"]
+
+    monkeypatch.setenv("AIDLINK_DEVICE_BROKER_URL", "mqtts://x:y-pw-3d@mqtt.example.se:8883")
+    bulk = client.post("/v1/devices/bulk", content="principal,model,serial\n20,sim-bpm,BND-2\n",
+                       headers={**TECH_20, "Content-Type": "text/csv"})
+    assert bulk.status_code == 200, bulk.text
+    assert "y-pw-3d" not in bulk.text and "gw-pw-0b7e" not in bulk.text
+    [row] = bulk.json()["onboarded"]
+    assert row["mqtt_url"] == "mqtts://mqtt.example.se:8883"
+    assert row["topic_prefix"] == f"aidlink/v1/{row['client_id']}/"
+    assert row["profile"]["model"] == "sim-bpm"
+    assert row["mqtt_password"]
+
+
+def test_a_malformed_device_broker_setting_is_503_naming_it(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDLINK_DEVICE_BROKER_URL", "http://a:secret-9@mqtt.example.se")
+    response = client.post("/v1/devices", json={"model": "sim-bpm", "serial": "BND-3"},
+                           headers=TECH_2080)
+    assert response.status_code == 503
+    assert "AIDLINK_DEVICE_BROKER_URL" in response.json()["detail"]
+    assert "secret-9" not in response.text

@@ -172,7 +172,7 @@ def test_a_slow_database_is_reported_with_the_age_of_the_oldest_message(
             assert health["in_flight"] == 40
             assert health["oldest_unacknowledged_age_s"] > 1.0
             # The hubs' MQTT 5 ``seq`` user property travels with each waiting message.
-            waiting = [*gateway._in_hand, *list(gateway._queue.queue)]
+            waiting = gateway.waiting()
             assert sorted(m.seq or 0 for m in waiting) == list(range(1, 41))
         finally:
             blocker.rollback()

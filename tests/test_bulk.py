@@ -173,3 +173,36 @@ def test_small_bench(tmp_path: Path) -> None:
     assert figures["password"]["devices"] == 5
     assert figures["devices_per_s"] > 0
     assert json.loads((tmp_path / "bulk.json").read_text()) == figures
+
+
+def test_bulk_bundles_carry_broker_topic_prefix_and_profile_but_no_gateway_password(
+        database_url: str, tmp_path: Path) -> None:
+    _setup(database_url)
+    text = "principal,model,serial,firmware\n20,sim-bpm,K-1,1.2.0\n2080,sim-scale,K-2,\n"
+    gateway_url = "mqtt://aidlink-gateway:gw-pass-51c2@127.0.0.1:1883"
+    with psycopg.connect(database_url) as conn:
+        result = bulk.onboard_csv(conn, PASSPHRASE, text, actor="test",
+                                  broker_url="mqtts://fleet:also-secret@mqtt.example.se:8883")
+    assert "also-secret" not in json.dumps(result.onboarded)
+    for row, model in zip(result.onboarded, ("sim-bpm", "sim-scale"), strict=True):
+        assert row["mqtt_url"] == "mqtts://mqtt.example.se:8883"
+        assert row["topic_prefix"] == f"aidlink/v1/{row['client_id']}/"
+        assert row["profile"]["model"] == model
+
+    # The command line, given only the gateway's own URL (with its password).
+    out = tmp_path / "bundles"
+    source = tmp_path / "more.csv"
+    source.write_text("principal,model,serial,firmware\n20,sim-bpm,K-3,1.2.0\n")
+    env = {"AIDLINK_DATABASE_URL": database_url, "AIDLINK_HOME": str(tmp_path / "home"),
+           "AIDLINK_SECRET": "s" * 40, "AIDLINK_CA_PASSPHRASE": PASSPHRASE.decode(),
+           "AIDLINK_MQTT_URL": gateway_url, "AIDLINK_DEVICE_BROKER_URL": None}
+    cli = CliRunner().invoke(_cli(), ["bulk", str(source), "--out", str(out), "--no-progress"],
+                             env=env)
+    assert cli.exit_code == 0, cli.output
+    [folder] = [path for path in out.iterdir() if path.is_dir()]
+    bundle = json.loads((folder / "bundle.json").read_text())
+    assert bundle["mqtt_url"] == "mqtt://127.0.0.1:1883"
+    assert bundle["topic_prefix"] == f"aidlink/v1/{bundle['client_id']}/"
+    assert bundle["profile"]["model"] == "sim-bpm"
+    written = "".join(path.read_text() for path in out.rglob("*") if path.is_file())
+    assert "gw-pass-51c2" not in written and "gw-pass-51c2" not in cli.output

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from gateway import db
 from gateway.renewal_thread import RenewalLoop
 from gateway.services.mosquitto import MosquittoProcess
-from provisioning import pki, renewal, service
+from provisioning import pki, policy, renewal, service
 from provisioning.policy import set_policy
 from simulators.hub import Hub
 from tests.support import wait_for
@@ -160,3 +160,31 @@ def test_a_reissued_certificate_is_not_sent_over_mqtt(conn: Conn) -> None:
     _issue(conn, device)
     _issue(conn, device, age=timedelta(0))  # a reissue supersedes: it went out in a bundle
     assert renewal.pending_deliveries(conn) == []
+
+
+def test_a_device_below_the_minimum_firmware_or_of_a_model_no_longer_allowed_is_not_renewed(
+        conn: Conn) -> None:
+    old_firmware, current, other_model = (
+        str(service.onboard_device(conn, principal="20", model=model, serial=serial,
+                                   actor="tech-1", firmware_version=firmware)["device_id"])
+        for model, serial, firmware in (("sim-hub", "F1", "1.0.0"), ("sim-hub", "F2", "2.1"),
+                                        ("sim-bpm", "F3", "9.0")))
+    for device in (old_firmware, current, other_model):
+        _issue(conn, device)
+    set_policy(conn, "20", {"allowed_models": ["sim-hub"], "min_firmware": {"sim-hub": "2.0"}},
+               "test")
+    result = renewal.run_round(conn, PASSPHRASE, lambda topic, payload: True)
+    assert [r["device_id"] for r in result["renewed"]] == [current]
+    refused = {r["device_id"]: r["reason"] for r in result["refused"]}
+    assert refused == {
+        old_firmware: "not renewed: firmware 1.0.0 of sim-hub is below the minimum 2.0"
+                      " (policy v1)",
+        other_model: "not renewed: model sim-bpm is not allowed by principal 20's policy v1"
+                     " (allowed_models: sim-hub)",
+    }
+    # The wording is the policy check's, rule for rule.
+    checked = {f["device_id"]: f["reasons"] for f in policy.fleet_check(conn, "20")}
+    assert refused[old_firmware] == "not renewed: " + "; ".join(checked[old_firmware])
+    assert "certificate_renewed" not in _actions(conn, old_firmware)
+    assert "certificate_renewed" not in _actions(conn, other_model)
+    assert "certificate_renewed" in _actions(conn, current)

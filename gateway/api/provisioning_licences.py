@@ -28,6 +28,7 @@ from gateway.api.provisioning_common import (
     mapped_errors,
     scoped_device,
 )
+from gateway.settings import ConfigurationError, device_broker_url, load_settings
 from provisioning import bulk, licences, participation, reports, service
 
 router = APIRouter()
@@ -267,10 +268,23 @@ def _confine(text: str, scope: str) -> tuple[str, list[dict[str, Any]]]:
     return "".join(lines), refused
 
 
+def device_broker() -> str | None:
+    """The broker address for provisioning bundles (AIDLINK_DEVICE_BROKER_URL, else the host
+    and port of AIDLINK_MQTT_URL), never with credentials; None when none is configured."""
+    try:
+        return device_broker_url(load_settings())
+    except ConfigurationError as exc:
+        raise HTTPException(503, f"provisioning bundles cannot be made: {exc}") from exc
+
+
+DeviceBroker = Annotated[str | None, Depends(device_broker)]
+
+
 @router.post("/devices/bulk")
 def bulk_onboard(op: OperatorDep, conn: Conn, ca: Passphrase, text: CsvBody,
-                 broker: BrokerDir) -> Response:
-    """Onboard every CSV row that complies; refused rows are named by line and rule.
+                 broker: BrokerDir, broker_url: DeviceBroker) -> Response:
+    """Onboard every CSV row that complies; refused rows are named by line and rule, and
+    each onboarded device's bundle is returned (as ``POST /v1/devices`` returns one).
 
     ``bulk.onboard_csv`` commits every batch itself, so it runs outside a request transaction.
     """
@@ -278,7 +292,7 @@ def bulk_onboard(op: OperatorDep, conn: Conn, ca: Passphrase, text: CsvBody,
     if op.scope is not None:
         text, refused = _confine(text, op.scope)
     with mapped_errors():
-        result = bulk.onboard_csv(conn, ca, text, actor=op.actor)
+        result = bulk.onboard_csv(conn, ca, text, actor=op.actor, broker_url=broker_url)
     if any("mqtt_password" in row for row in result.onboarded):
         # Password devices connect only once the broker's password file holds them.
         sync(conn, ca, broker, {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +51,11 @@ class Onboarded(BaseModel):
     state: str
     alarm_account: str | None = None
     firmware_version: str | None = None
+    # The bundle's settings: the broker address devices use (never with credentials), the
+    # topic prefix the device publishes under, and its model's firmware profile settings.
+    mqtt_url: str | None = None
+    topic_prefix: str | None = None
+    profile: dict[str, Any] | None = None
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     certificate_pem: str | None = None

@@ -1,12 +1,16 @@
 """The gateway process: subscribe, batch, commit, and only then acknowledge.
 
-Threads: paho's network loop puts each message on a queue; one writer thread collects a
-batch (at most ``batch_max_rows`` messages or ``batch_max_delay`` after the first), commits
-it and then acknowledges every message of it. The queue is bounded by the broker's in-flight
-window: we ask for at most ``receive_maximum`` unacknowledged messages (MQTT 5 Receive
-Maximum; Mosquitto's max_inflight_messages for 3.1.1), so memory stays flat whatever the
-backlog. When the database fails, the batch is retried and nothing is acknowledged, so the
-broker keeps the messages: that is the backpressure, and ``health()`` says when it is engaged.
+Threads: paho's network loop puts each message on the queue of one writer lane; each lane's
+writer thread collects a batch (at most ``batch_max_rows`` messages or ``batch_max_delay``
+after the first), commits it on its own database connection and then acknowledges every
+message of it. A client id always goes to the same lane, so one device's (or one hub's)
+messages are stored in the order they came, and sequence gaps, replays and duplicates are
+judged as with one writer; with two lanes one batch is planned while the other waits for
+PostgreSQL. The queues are bounded by the broker's in-flight window: we ask for at most
+``receive_maximum`` unacknowledged messages (MQTT 5 Receive Maximum; Mosquitto's
+max_inflight_messages for 3.1.1), so memory stays flat whatever the backlog. When the
+database fails, the batch is retried and nothing is acknowledged, so the broker keeps the
+messages: that is the backpressure, and ``health()`` says when it is engaged.
 
 Several gateways may share one subscription (``$share/GROUP/...``, MQTT 5): each message goes
 to one member, and every member keeps a persistent session of its own, so a member's
@@ -19,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -56,6 +61,18 @@ class GatewayConfig:
     supervision_interval: float = 30.0
     # Messages waiting while nothing has been committed for this long: the database is slow.
     slow_after: float = 30.0
+    # Writer lanes, each with its own thread and database connection.
+    writers: int = 2
+
+
+class _Lane:
+    """One writer: its queue, the batch it holds (taken, not yet acknowledged), its store."""
+
+    def __init__(self, index: int, maxsize: int) -> None:
+        self.index = index
+        self.queue: queue.Queue[Incoming] = queue.Queue(maxsize=maxsize)
+        self.in_hand: list[Incoming] = []
+        self.store: BatchStore | None = None
 
 
 class Gateway:
@@ -63,11 +80,13 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        # The broker sends at most receive_maximum unacknowledged messages; the other half of
-        # the bound is room for DC-09 frames from submit(), which no broker window limits.
-        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=config.receive_maximum * 2)
-        # The batch the writer holds (taken from the queue, not yet acknowledged).
-        self._in_hand: list[Incoming] = []
+        if config.writers < 1:
+            raise ValueError(f"writers must be at least 1, not {config.writers}")
+        # The broker sends at most receive_maximum unacknowledged messages, all of which may
+        # belong to one lane; the other half of the bound is room for DC-09 frames from
+        # submit(), which no broker window limits.
+        self._lanes = [_Lane(i, config.receive_maximum * 2) for i in range(config.writers)]
+        self._totals_lock = threading.Lock()
         self._stop = threading.Event()
         self._generation = 0
         self._connected = threading.Event()
@@ -75,7 +94,6 @@ class Gateway:
         self._db_error = ""
         self._last_commit: datetime | None = None
         self.totals = BatchResult()
-        self._store: BatchStore | None = None
         target = parse_mqtt_url(config.mqtt_url)
         self._target = target
         self._client = new_client(config.client_id, protocol=config.protocol, persistent=True)
@@ -85,7 +103,12 @@ class Gateway:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._writer = threading.Thread(target=self._write_loop, name="aidlink-writer", daemon=True)
+        self._writers = [
+            threading.Thread(target=self._write_loop, args=(lane,), daemon=True,
+                             name="aidlink-writer" if lane.index == 0
+                             else f"aidlink-writer-{lane.index}")
+            for lane in self._lanes
+        ]
         self._supervisor = threading.Thread(target=self._supervise, name="aidlink-supervisor",
                                             daemon=True)
 
@@ -99,7 +122,8 @@ class Gateway:
             props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
             props.ReceiveMaximum = self.config.receive_maximum
             kwargs["clean_start"] = False
-        self._writer.start()
+        for writer in self._writers:
+            writer.start()
         self._supervisor.start()
         self._client.connect_async(
             self._target.host, self._target.port, keepalive=30, properties=props, **kwargs
@@ -113,7 +137,8 @@ class Gateway:
     def stop(self) -> None:
         """Stop taking messages, finish the batch in hand, disconnect (session kept)."""
         self._stop.set()
-        self._writer.join(timeout=10)
+        for writer in self._writers:
+            writer.join(timeout=10)
         self._supervisor.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
@@ -121,9 +146,15 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         """Whether ingestion works, and if not, why; with the numbers behind the verdict."""
         now = datetime.now(UTC)
-        in_hand = list(self._in_hand)
-        queued = self._queue.qsize()
-        oldest = in_hand[0].received_at if in_hand else self._oldest_queued()
+        in_hand = [m for lane in self._lanes for m in list(lane.in_hand)]
+        queued = sum(lane.queue.qsize() for lane in self._lanes)
+        heads: list[datetime] = []
+        for lane in self._lanes:
+            lane_in_hand = list(lane.in_hand)
+            heads.extend(m.received_at for m in lane_in_hand[:1])
+            if not lane_in_hand:
+                heads.extend(self._oldest_queued(lane))
+        oldest = min(heads, default=None)
         oldest_age = None if oldest is None else round((now - oldest).total_seconds(), 1)
         last = self._last_commit
         in_flight = queued + len(in_hand)
@@ -156,17 +187,33 @@ class Gateway:
             "last_commit_age_s": None if last is None else round((now - last).total_seconds(), 1),
         }
 
-    def _oldest_queued(self) -> datetime | None:
-        with self._queue.mutex:
-            head = self._queue.queue[0] if self._queue.queue else None
-        return None if head is None else head.received_at
+    @staticmethod
+    def _oldest_queued(lane: _Lane) -> list[datetime]:
+        with lane.queue.mutex:
+            head = lane.queue.queue[0] if lane.queue.queue else None
+        return [] if head is None else [head.received_at]
+
+    def waiting(self) -> list[Incoming]:
+        """Every message taken from the broker and not yet acknowledged, lane by lane."""
+        return [m for lane in self._lanes
+                for m in [*list(lane.in_hand), *list(lane.queue.queue)]]
+
+    def _lane(self, topic: str) -> _Lane:
+        # aidlink/v1/{client_id}/...: the client id picks the lane, so a hub and every
+        # peripheral it speaks for share one. crc32 rather than hash(): stable across runs.
+        if len(self._lanes) == 1:
+            return self._lanes[0]
+        parts = topic.split("/", 3)
+        key = parts[2] if len(parts) > 2 else topic
+        return self._lanes[zlib.crc32(key.encode("utf-8", "surrogateescape"))
+                           % len(self._lanes)]
 
     def submit(self, topic: str, payload: bytes) -> Future[bool]:
         """Feed a message that did not come over MQTT (a DC-09 frame) into the same pipeline;
         the future resolves True once it is committed."""
         done: Future[bool] = Future()
-        self._queue.put(Incoming(topic=topic, payload=payload, received_at=datetime.now(UTC),
-                                 qos=0, done=done))
+        self._lane(topic).queue.put(Incoming(topic=topic, payload=payload,
+                                             received_at=datetime.now(UTC), qos=0, done=done))
         return done
 
     # -- MQTT callbacks (paho's network thread) ---------------------------------------------
@@ -189,13 +236,15 @@ class Gateway:
         every one of them, and keeping both copies would let reconnects during an outage fill
         the queue and stall paho's network thread on put(). Without a session nothing is
         redelivered, so the copies are kept and stored (they just cannot be acknowledged)."""
-        with self._queue.mutex:
-            keep = [m for m in self._queue.queue
-                    if m.done is not None or m.generation == self._generation]
-            dropped = len(self._queue.queue) - len(keep)
-            self._queue.queue.clear()
-            self._queue.queue.extend(keep)
-            self._queue.not_full.notify_all()
+        dropped = 0
+        for lane in self._lanes:
+            with lane.queue.mutex:
+                keep = [m for m in lane.queue.queue
+                        if m.done is not None or m.generation == self._generation]
+                dropped += len(lane.queue.queue) - len(keep)
+                lane.queue.queue.clear()
+                lane.queue.queue.extend(keep)
+                lane.queue.not_full.notify_all()
         if dropped:
             log.info("dropped %d queued messages of the previous connection; the broker"
                      " redelivers them", dropped)
@@ -221,23 +270,24 @@ class Gateway:
             generation=self._generation,
             seq=_seq(properties.get("seq")),
         )
+        lane = self._lane(incoming.topic)
         while True:
             try:
-                self._queue.put(incoming, timeout=0.5)
+                lane.queue.put(incoming, timeout=0.5)
                 return
             except queue.Full:
                 if self._stop.is_set():
                     return  # never acknowledged: the broker delivers it again next session
 
     # -- writer thread -------------------------------------------------------------------------
-    def _write_loop(self) -> None:
+    def _write_loop(self, lane: _Lane) -> None:
         try:
-            self._write_batches()
+            self._write_batches(lane)
         finally:
-            if self._store is not None:
-                self._store.close()
+            if lane.store is not None:
+                lane.store.close()
 
-    def _write_batches(self) -> None:
+    def _write_batches(self, lane: _Lane) -> None:
         store: BatchStore | None = None
         while not self._stop.is_set():
             if store is None or not self._db_ok:
@@ -245,15 +295,15 @@ class Gateway:
                 # and reconnect once the supervisor has found the database gone while idle.
                 if store is not None:
                     store.close()
-                store = self._store = self._try_connect()
-            batch = self._collect()
+                store = lane.store = self._try_connect()
+            batch = self._collect(lane.queue)
             if not batch:
                 continue
-            self._in_hand = batch
+            lane.in_hand = batch
             while True:
                 try:
                     if store is None:
-                        store = self._store = self._connect_store()
+                        store = lane.store = self._connect_store()
                     result = store.write_isolating(batch)
                     break
                 except psycopg.OperationalError as exc:
@@ -263,7 +313,7 @@ class Gateway:
                                 self._db_error)
                     if store is not None:
                         store.close()
-                    store = self._store = None
+                    store = lane.store = None
                     if self._stop.wait(1.0):
                         return
             self._db_ok, self._db_error = True, ""
@@ -272,7 +322,7 @@ class Gateway:
             for outbound in result.outbound:
                 self._client.publish(outbound.topic, outbound.payload, qos=1)
             self._ack(batch)
-            self._in_hand = []
+            lane.in_hand = []
 
     def _try_connect(self) -> BatchStore | None:
         try:
@@ -292,9 +342,9 @@ class Gateway:
         conn = psycopg.connect(self.config.database_url, connect_timeout=5)
         return BatchStore(conn)
 
-    def _collect(self) -> list[Incoming]:
+    def _collect(self, source: queue.Queue[Incoming]) -> list[Incoming]:
         try:
-            first = self._queue.get(timeout=0.2)
+            first = source.get(timeout=0.2)
         except queue.Empty:
             return []
         batch = [first]
@@ -304,13 +354,14 @@ class Gateway:
             if remaining <= 0:
                 break
             try:
-                batch.append(self._queue.get(timeout=remaining))
+                batch.append(source.get(timeout=remaining))
             except queue.Empty:
                 break
         return batch
 
     def _account(self, batch: Sequence[Incoming], result: BatchResult) -> None:
-        self.totals.merge(result)
+        with self._totals_lock:
+            self.totals.merge(result)
         now = datetime.now(UTC)
         for message in batch:
             metrics.INGEST_LATENCY.observe((now - message.received_at).total_seconds())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # Ask a hub for missing stored records at most this often for the same gap.
 REPLAY_BACKOFF = timedelta(minutes=5)
+# The firmware versions the registry keeps: the dotted form onboarding accepts, which the
+# policy's minimum-firmware rule compares number by number (provisioning.policy).
+_FIRMWARE_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,8 @@ class Plan:
         default_factory=list)
     # (device, nonce, when): wipe confirmations to record against the lifecycle.
     wipes: list[tuple[str, str, datetime]] = field(default_factory=list)
+    # device -> (firmware, when): the newest firmware version each device's status reported.
+    firmware: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     outbound: list[Outbound] = field(default_factory=list)
     stored_messages: int = 0
     ignored: int = 0
@@ -157,6 +163,8 @@ class Planner:
             at = record.occurred_at or fallback
             if record.type == "device.wiped" and isinstance(record.data.get("nonce"), str):
                 plan.wipes.append((topic.device_id, record.data["nonce"], at))
+            elif record.type == "device.status":
+                _firmware(plan, topic.device_id, record.data.get("firmware"), at)
             plan.events.append((
                 at, topic.device_id, principal, self._registry.patient_at(topic.device_id, at),
                 record.type, Jsonb(record.data, dumps=dumps), topic.channel,
@@ -211,6 +219,17 @@ class Planner:
             for (dev, channel), known in stored.items():
                 if dev == device_id and (dev, channel) not in plan.records:
                     plan.outbound.append(_fetch(client_id, dev, channel, known.last))
+
+
+def _firmware(plan: Plan, device_id: str, firmware: object, at: datetime) -> None:
+    """Note the firmware a status reported, the newest per device in the batch. A version
+    the policy could not compare stays in the status event only: the registry keeps the
+    last comparable one."""
+    if not isinstance(firmware, str) or not _FIRMWARE_VERSION.fullmatch(firmware):
+        return
+    known = plan.firmware.get(device_id)
+    if known is None or at >= known[1]:
+        plan.firmware[device_id] = (firmware, at)
 
 
 def event_ref(event: Event) -> str:

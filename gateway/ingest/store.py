@@ -54,6 +54,9 @@ LAST_SEEN_EVERY = timedelta(seconds=5)
 # How far apart a device's retransmissions of one event may arrive (DC-09 units retry for
 # minutes without an ACK; sequence numbers wrap at 9999, far beyond this).
 _RETRANSMISSION_WINDOW = timedelta(minutes=10)
+# The device history action recording a firmware version a device reported, and who did it.
+FIRMWARE_REPORTED = "firmware_reported"
+_ACTOR = "gateway"
 
 
 @dataclass(slots=True)
@@ -113,6 +116,7 @@ class BatchStore:
                                                     + transport)
             self._sequences(plan)
             self._confirm_wipes(plan)
+            self._firmware_reported(plan)
             for message, topic, rejected in plan.dead:
                 self._dead_letter(message, topic, rejected)
                 reason = rejected.reason
@@ -228,6 +232,52 @@ class BatchStore:
             except ProvisioningError as exc:
                 log.warning("wipe confirmation from %s not recorded: %s", device_id, exc,
                             extra={"device": device_id})
+
+    def _firmware_reported(self, plan: Plan) -> None:
+        """Keep each device's registered firmware version as its status documents report it,
+        with a ``firmware_reported`` history row (old, new) for every change.
+
+        The registry cache holds no firmware, so the versions of the devices that reported one
+        are read in one query; the update runs only when one differs, because every write to
+        ``devices`` makes each gateway reload its registry cache. A status older than the last
+        change recorded (a hub emptying its store) never turns the version back.
+        """
+        if not plan.firmware:
+            return
+        reported = sorted(plan.firmware.items())
+        with self._conn.cursor() as cur:
+            registered = dict(cur.execute(
+                "SELECT id, firmware_version FROM devices WHERE id = ANY(%s)",
+                ([device for device, _ in reported],)).fetchall())
+            changed = [(device, version, at) for device, (version, at) in reported
+                       if device in registered and registered[device] != version]
+            if not changed:
+                return
+            # The rows are locked in id order (as _states locks device_state), and the
+            # history row is written as lifecycle.record writes one, for the owner at the time.
+            cur.execute(
+                "WITH reported AS (SELECT * FROM unnest(%s::text[], %s::text[],"
+                "  %s::timestamptz[]) AS r(device_id, firmware, reported_at)),"
+                " previous AS (SELECT d.id, d.firmware_version AS was FROM devices d"
+                "  JOIN reported r ON r.device_id = d.id"
+                "  WHERE d.firmware_version IS DISTINCT FROM r.firmware"
+                "  AND NOT EXISTS (SELECT 1 FROM device_history h WHERE h.device_id = d.id"
+                "   AND h.action = %s"
+                "   AND (h.detail->>'reported_at')::timestamptz > r.reported_at)"
+                "  ORDER BY d.id FOR UPDATE OF d),"
+                " changed AS (UPDATE devices d SET firmware_version = r.firmware"
+                "  FROM reported r JOIN previous p ON p.id = r.device_id"
+                "  WHERE d.id = r.device_id"
+                "  RETURNING d.id, d.principal_code, p.was, r.firmware, r.reported_at)"
+                " INSERT INTO device_history (device_id, principal_code, action, actor, detail)"
+                " SELECT id, principal_code, %s, %s, jsonb_build_object('old', was,"
+                "  'new', firmware, 'reported_at', reported_at,"
+                "  'reason', 'reported in the device''s status document')"
+                " FROM changed ORDER BY id",
+                ([d for d, _, _ in changed], [v for _, v, _ in changed],
+                 [at for _, _, at in changed], FIRMWARE_REPORTED, FIRMWARE_REPORTED,
+                 _ACTOR),
+            )
 
     def _ensure_partitions(self, rows: list[tuple[Any, ...]]) -> None:
         if self._timescale:
