@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -13,7 +14,7 @@ from adapters.model import dumps
 from gateway.cli_common import actor, connect, fail, publish_command, settings_of, sync_broker
 from gateway.cli_provisioning import device_group
 from gateway.settings import Settings, ca_passphrase
-from provisioning import licences, lifecycle, onboarding, reports
+from provisioning import downlink, licences, lifecycle, onboarding, reports
 
 
 def _echo_rows(rows: Iterable[dict[str, Any]]) -> None:
@@ -36,28 +37,62 @@ def device_return(ctx: click.Context, device: str, reason: str, fault: str | Non
 @device_group.command("recondition")
 @click.argument("device")
 @click.option("--reason", default=None, help="Why (required when starting).")
+@click.option("--confirm", is_flag=True,
+              help="Confirm the wipe (a device wiped by hand): give the request's --nonce.")
+@click.option("--nonce", default=None, help="The nonce of the wipe request being confirmed.")
+@click.option("--wiped-at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z"]), default=None,
+              help="When the device was wiped, e.g. 2026-11-20T10:15:00+01:00 (default: now).")
 @click.option("--finish", is_flag=True, help="Finish: back in stock once the wipe is confirmed.")
 @click.pass_context
-def device_recondition(ctx: click.Context, device: str, reason: str | None,
-                       finish: bool) -> None:
-    """Start reconditioning (revoke, unpair, send a wipe), or finish it."""
+def device_recondition(ctx: click.Context, device: str, reason: str | None, confirm: bool,
+                       nonce: str | None, wiped_at: datetime | None, finish: bool) -> None:
+    """Start reconditioning (unpair, send a retained wipe), confirm the wipe (revoking the
+    device's credentials), or finish it (back in stock)."""
     settings = settings_of(ctx)
+    if confirm and finish:
+        fail("give either --confirm or --finish, not both", 2)
     if finish:
         with connect(settings) as conn:
-            click.echo(dumps(lifecycle.finish_reconditioning(conn, device_id=device,
-                                                             actor=actor())))
+            result = lifecycle.finish_reconditioning(conn, device_id=device, actor=actor())
+            click.echo(dumps(_with_broker(result, sync_broker(conn, settings))))
+        return
+    if confirm:
+        _confirm_wipe(settings, device, nonce, wiped_at, reason)
         return
     if reason is None:
-        fail("give --reason to start reconditioning (or --finish to end it)", 2)
+        fail("give --reason to start reconditioning (or --confirm or --finish)", 2)
     with connect(settings) as conn:
-        wipe = lifecycle.start_reconditioning(
-            conn, device_id=device, actor=actor(), reason=reason,
-            revoke_credentials=_revoker(conn, settings, "superseded"))
-        broker = sync_broker(conn, settings)
-    published = publish_command(settings, wipe.topic, wipe.payload.encode())
+        wipe = lifecycle.start_reconditioning(conn, device_id=device, actor=actor(),
+                                              reason=reason)
+        # Retained, so a device offline now finds it when it connects; what the broker does
+        # not accept now stays pending for the gateway's downlink round.
+        delivered = downlink.deliver_wipes(conn, _retained_publisher(settings),
+                                           actor=actor(), device_id=device)
     click.echo(dumps({"device_id": wipe.device_id, "topic": wipe.topic,
-                      "payload": wipe.payload, "published": published,
-                      **({"broker": broker} if broker else {})}))
+                      "payload": wipe.payload,
+                      "published": any(d["published"] for d in delivered)}))
+
+
+def _confirm_wipe(settings: Settings, device: str, nonce: str | None,
+                  wiped_at: datetime | None, reason: str | None) -> None:
+    """Record a wipe confirmed by hand, as ``POST /v1/devices/{id}/recondition/confirm``."""
+    if nonce is None:
+        fail("give --nonce, the nonce of the wipe request being confirmed", 2)
+    # The format demands the UTC offset, so the moment is never a local guess.
+    moment = datetime.now(UTC) if wiped_at is None else wiped_at
+    with connect(settings) as conn:
+        result = lifecycle.confirm_wipe(conn, device_id=device, nonce=nonce,
+                                        confirmed_at=moment, actor=actor(),
+                                        reason=reason or "the wipe was confirmed by hand")
+        # The revoked credentials reach the broker now, and its retained wipe is removed.
+        result = _with_broker(result, sync_broker(conn, settings))
+        downlink.deliver_wipes(conn, _retained_publisher(settings), actor=actor(),
+                               device_id=device)
+    click.echo(dumps(result))
+
+
+def _retained_publisher(settings: Settings) -> downlink.Publish:
+    return lambda topic, payload: publish_command(settings, topic, payload, retain=True)
 
 
 @device_group.command("retire")
@@ -194,6 +229,20 @@ def licence_list(ctx: click.Context, device: str | None, principal: str | None) 
     """Licences as JSON lines."""
     with connect(settings_of(ctx)) as conn:
         _echo_rows(licences.list_licences(conn, device_id=device, principal=principal))
+
+
+@licence_group.command("end")
+@click.argument("licence", type=int)
+@click.option("--on", "last_day", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Its last day [default: today].")
+@click.option("--reason", required=True, help="Why it ends (kept in the device's history).")
+@click.pass_context
+def licence_end(ctx: click.Context, licence: int, last_day: Any, reason: str) -> None:
+    """Set the last day of licence LICENCE (its id); prints the licence."""
+    end = date.today() if last_day is None else last_day.date()
+    with connect(settings_of(ctx)) as conn:
+        click.echo(dumps(licences.end_licence(conn, licence_id=licence, end_date=end,
+                                              actor=actor(), reason=reason)))
 
 
 @click.group("report")

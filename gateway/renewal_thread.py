@@ -1,10 +1,12 @@
-"""Certificate renewal on a schedule, beside the gateway: renew what is due, hand it over MQTT.
+"""The downlink on a schedule, beside the gateway: renewed certificates and wipe commands.
 
 One round per interval (and one at start): ``provisioning.renewal.run_round`` renews every
 certificate inside its policy's window for the key the device holds and publishes each
-renewed certificate, retained with QoS 1, on the device's ``down/certificate`` topic.
+renewed certificate, retained with QoS 1, on the device's ``down/certificate`` topic; then
+``provisioning.downlink.deliver_wipes`` publishes each pending wipe command, retained with
+QoS 1, on the device's ``down/wipe`` topic and removes each confirmed one from the broker.
 A failed round is logged and retried at the next interval; nothing is lost in between,
-because a certificate not yet delivered stays pending in the registry.
+because a certificate or wipe not yet delivered stays pending in the registry.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from gateway.mqtt import new_client, parse_mqtt_url
-from provisioning import renewal
+from provisioning import downlink, renewal
 
 log = logging.getLogger("aidlink.renewal")
 _PUBLISH_TIMEOUT_S = 10.0
@@ -43,6 +45,8 @@ class RenewalLoop:
         self._thread = threading.Thread(target=self._run, name="aidlink-renewal", daemon=True)
         self.rounds = 0
         self.last: dict[str, Any] | None = None
+        # The wipe commands the last round published or removed (provisioning.downlink).
+        self.last_wipes: list[dict[str, Any]] = []
 
     def start(self) -> None:
         """Connect to the broker (reconnecting on its own) and start the schedule."""
@@ -68,8 +72,11 @@ class RenewalLoop:
         return info.is_published()
 
     def run_once(self) -> dict[str, Any]:
-        """One round now, in the calling thread."""
+        """One round now, in the calling thread; the renewal's result (the wipes' in
+        ``last_wipes``)."""
         with psycopg.connect(self._database_url, connect_timeout=5) as conn:
+            # Wipes first: a renewal that fails must not hold back a device's wipe.
+            self.last_wipes = downlink.deliver_wipes(conn, self._publish, actor="downlink")
             result = renewal.run_round(conn, self._passphrase, self._publish)
         self.last = result
         self.rounds += 1
@@ -82,10 +89,13 @@ class RenewalLoop:
             try:
                 result = self.run_once()
             except (psycopg.Error, OSError) as exc:
-                log.warning("certificate renewal round failed: %s", exc)
+                log.warning("downlink round failed: %s", exc)
             else:
-                if any(result.values()):
-                    log.info("certificates renewed %d, refused %d, delivered %d",
+                if any(result.values()) or self.last_wipes:
+                    log.info("certificates renewed %d, refused %d, delivered %d;"
+                             " wipe commands published or removed %d of %d",
                              len(result["renewed"]), len(result["refused"]),
-                             sum(1 for d in result["delivered"] if d["published"]))
+                             sum(1 for d in result["delivered"] if d["published"]),
+                             sum(1 for w in self.last_wipes if w["published"]),
+                             len(self.last_wipes))
             self._stop.wait(self._interval_s)

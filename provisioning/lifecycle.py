@@ -3,6 +3,12 @@
 States: in_stock -> assigned -> returned -> reconditioning -> in_stock, and retired from any
 state but assigned. Every transition is a device_history row carrying who, when, why (the
 ``reason`` in its detail) and the principal that owned the device at the time.
+
+Reconditioning keeps the device's credentials until its wipe is confirmed: with them revoked
+the broker would shut the device out before it could receive the wipe command or answer it.
+The confirmation (by the device through the gateway, or by a technician who wiped it by hand)
+revokes them in the same transaction, and finishing revokes whatever is left, so a device
+back in stock never holds its old credentials.
 """
 
 from __future__ import annotations
@@ -25,16 +31,30 @@ from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 Conn = psycopg.Connection[Any]
 # Revokes a device's certificates (the PKI module's job), given the device id.
 RevokeHook = Callable[[str], None]
+# The RFC 5280 reason under which reconditioning revokes a device's certificates.
+RECONDITION_REVOCATION = "superseded"
 
 
 @dataclass(frozen=True, slots=True)
 class Wipe:
-    """The down-topic command asking a device to erase itself, to publish with QoS 1."""
+    """The down-topic command asking a device to erase itself, published retained with QoS 1
+    (provisioning.downlink keeps it pending until the broker has it)."""
 
     device_id: str
     nonce: str
     topic: str
     payload: str
+
+
+def wipe_command(device_id: str, client_id: str, nonce: str) -> Wipe:
+    """The wipe command of a request.
+
+    topic   aidlink/v1/{client_id}/down/wipe
+    payload {"nonce": "<the request's nonce>", "device": "<device id>"}
+    """
+    payload = json.dumps({"nonce": nonce, "device": device_id}, separators=(",", ":"))
+    return Wipe(device_id=device_id, nonce=nonce, topic=down_topic(client_id, "wipe"),
+                payload=payload)
 
 
 def lock_device(conn: Conn, device_id: str) -> dict[str, Any]:
@@ -133,9 +153,36 @@ def return_device(conn: Conn, *, device_id: str, actor: str, reason: str,
             "valid_to": row[1], "fault": fault}
 
 
-def start_reconditioning(conn: Conn, *, device_id: str, actor: str, reason: str,
-                         revoke_credentials: RevokeHook | None = None) -> Wipe:
-    """Revoke a returned device's credentials, unpair it and request a wipe; the command."""
+def _revoke_in_registry(conn: Conn, device: dict[str, Any], actor: str, reason: str) -> bool:
+    """Revoke every certificate and the MQTT password of a locked device in the registry;
+    whether there was anything to revoke.
+
+    Revocation needs no CA key: the next broker sync signs the CRLs from these rows and
+    rewrites the password file and the ACL without the device, so the gateway, which holds
+    no CA passphrase, can revoke at a wipe confirmation too.
+    """
+    serials = [str(row[0]) for row in conn.execute(
+        "UPDATE certificates SET revoked_at = clock_timestamp(), revocation_reason = %s"
+        " WHERE device_id = %s AND revoked_at IS NULL RETURNING serial",
+        (RECONDITION_REVOCATION, device["id"]),
+    ).fetchall()]
+    password = conn.execute(
+        "UPDATE devices SET mqtt_password_hash = NULL"
+        " WHERE id = %s AND mqtt_password_hash IS NOT NULL RETURNING id", (device["id"],),
+    ).fetchone() is not None
+    if not serials and not password:
+        return False
+    record(conn, device, "credentials_revoked", actor, reason=reason, mqtt_password=password,
+           certificates=sorted(serials), revocation_reason=RECONDITION_REVOCATION)
+    return True
+
+
+def start_reconditioning(conn: Conn, *, device_id: str, actor: str, reason: str) -> Wipe:
+    """Unpair a returned device and request a wipe; the command to deliver.
+
+    The device keeps its credentials, only to receive the wipe and confirm it; the command
+    stays pending in wipe_requests until the broker holds it (provisioning.downlink).
+    """
     reason = require_reason(reason)
     nonce = secrets.token_urlsafe(24)
     with conn.transaction():
@@ -149,18 +196,17 @@ def start_reconditioning(conn: Conn, *, device_id: str, actor: str, reason: str,
             (device_id, nonce, actor),
         )
         record(conn, device, "wipe_requested", actor, reason=reason)
-        _revoke(conn, device, actor, reason, revoke_credentials)
-    payload = json.dumps({"nonce": nonce, "device": device_id}, separators=(",", ":"))
-    return Wipe(device_id=device_id, nonce=nonce,
-                topic=down_topic(device["client_id"], "wipe"), payload=payload)
+    return wipe_command(device_id, device["client_id"], nonce)
 
 
 def confirm_wipe(conn: Conn, *, device_id: str, nonce: str, confirmed_at: datetime,
-                 actor: str) -> dict[str, Any]:
-    """Record the device's confirmation of its latest wipe request; a repeat changes nothing."""
+                 actor: str, reason: str = "the device confirmed the wipe") -> dict[str, Any]:
+    """Record the confirmation of the device's latest wipe request and revoke its credentials
+    in the same transaction; a repeat changes nothing."""
     if confirmed_at.tzinfo is None:
         raise InvalidInputError(f"device {device_id}: the wipe confirmation time"
                                 f" {confirmed_at.isoformat()} has no time zone")
+    reason = require_reason(reason)
     with conn.transaction():
         device = lock_device(conn, device_id)
         _expect(device, ("reconditioning",), "confirmed as wiped")
@@ -177,6 +223,7 @@ def confirm_wipe(conn: Conn, *, device_id: str, nonce: str, confirmed_at: dateti
                 f"device {device_id}: the wipe confirmation's nonce does not match the device's"
                 " latest wipe request; only a confirmation of that request counts"
             )
+        revoked = False
         if request["confirmed_at"] is None:
             conn.execute(
                 "UPDATE wipe_requests SET confirmed_at = %s, confirmed_by = %s,"
@@ -184,13 +231,16 @@ def confirm_wipe(conn: Conn, *, device_id: str, nonce: str, confirmed_at: dateti
                 (confirmed_at, actor, request["id"]),
             )
             record(conn, device, "wipe_confirmed", actor, confirmed_at=_utc(confirmed_at),
-                   reason="the device confirmed the wipe")
+                   reason=reason)
             request["confirmed_at"] = confirmed_at
-    return {"device_id": device_id, "confirmed_at": request["confirmed_at"]}
+            # The device needed its credentials only to receive the wipe and answer it.
+            revoked = _revoke_in_registry(conn, device, actor, "wipe confirmed")
+    return {"device_id": device_id, "confirmed_at": request["confirmed_at"],
+            "credentials_revoked": revoked}
 
 
 def finish_reconditioning(conn: Conn, *, device_id: str, actor: str) -> dict[str, Any]:
-    """Put a wiped device back in stock; it must get new credentials before reuse."""
+    """Put a wiped device back in stock without credentials; it needs new ones before reuse."""
     with conn.transaction():
         device = lock_device(conn, device_id)
         _expect(device, ("reconditioning",), "put back in stock after reconditioning")
@@ -204,6 +254,9 @@ def finish_reconditioning(conn: Conn, *, device_id: str, actor: str) -> dict[str
                 f"device {device_id}: reconditioning cannot finish before the device confirms"
                 " its wipe"
             )
+        # The confirmation revoked the credentials; anything issued since goes too, as a
+        # device in stock holds none of its old ones.
+        _revoke_in_registry(conn, device, actor, "back in stock after reconditioning")
         conn.execute("UPDATE devices SET state = 'in_stock', needs_credentials = true"
                      " WHERE id = %s", (device_id,))
         record(conn, device, "reconditioned", actor, wiped_at=_utc(row[0]),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from gateway import db
 from gateway.cli import main
 from gateway.mqtt import new_client
 from gateway.services.mosquitto import MosquittoProcess
-from provisioning import lifecycle
 
 
 class Cli:
@@ -78,10 +76,14 @@ def test_a_device_goes_round_its_life_and_earns_its_licence(
         assert wipe["published"] is True
         assert json.loads(wipe["payload"])["device"] == device
         cli("device", "recondition", device, "--finish", code=1)
-        with psycopg.connect(database_url) as conn:
-            lifecycle.confirm_wipe(conn, device_id=device,
-                                   nonce=json.loads(wipe["payload"])["nonce"],
-                                   confirmed_at=datetime.now(UTC), actor="device")
+        nonce = json.loads(wipe["payload"])["nonce"]
+        assert "--nonce" in cli("device", "recondition", device, "--confirm", code=2)
+        assert "does not match" in cli("device", "recondition", device, "--confirm",
+                                       "--nonce", "stale", code=1)
+        confirmed = cli.json("device", "recondition", device, "--confirm", "--nonce", nonce,
+                             "--wiped-at", "2026-11-20T10:15:00+01:00")
+        assert confirmed == {"device_id": device, "confirmed_at": "2026-11-20T09:15:00Z",
+                             "credentials_revoked": True}
         assert cli.json("device", "recondition", device, "--finish")["state"] == "in_stock"
         refused = cli("device", "assign", device, "--patient", "p-2", "--basis", "SoL",
                       code=1)
@@ -90,7 +92,13 @@ def test_a_device_goes_round_its_life_and_earns_its_licence(
     finally:
         watcher.disconnect()
         watcher.loop_stop()
-    assert [json.loads(p)["nonce"] for p in seen] == [json.loads(wipe["payload"])["nonce"]]
+    # The command, then (after the confirmation) the empty retained payload removing it.
+    assert seen == [wipe["payload"].encode(), b""]
+    with psycopg.connect(database_url) as conn:
+        request = conn.execute("SELECT published_at IS NOT NULL, cleared_at IS NOT NULL,"
+                               " confirmed_by LIKE 'cli%%' FROM wipe_requests"
+                               " WHERE device_id = %s", (device,)).fetchone()
+    assert request == (True, True, True)
     moved = cli.json("device", "transfer", device, "--to", "2062", "--reason", "Mora buys it")
     assert (moved["from"], moved["to"]) == ("20", "2062")
     actions = [json.loads(line)["action"] for line in cli("device", "history",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,13 +13,16 @@ import psycopg
 import pytest
 
 from gateway import db
-from provisioning import lifecycle, service
+from provisioning import broker_config, lifecycle, pki, service
 from provisioning.errors import ConflictError, InvalidInputError, NotFoundError
 from tests.support import SECRET
 
 Conn = psycopg.Connection[Any]
 WIPED_AT = datetime(2024, 3, 5, 9, 30, tzinfo=UTC)
+PASSPHRASE = secrets.token_urlsafe(24).encode()
 MIGRATION = "0007_lifecycle_licences.sql"
+# Later migrations that alter 0007's tables, so they cannot run without it.
+ON_MIGRATION = ("0017_wipe_delivery.sql",)
 
 
 @pytest.fixture
@@ -62,6 +66,13 @@ def state(conn: Conn, device_id: str) -> tuple[str, str, bool, bool]:
     return str(row[0]), str(row[1]), bool(row[2]), bool(row[3])
 
 
+def certificates(conn: Conn, device_id: str) -> list[tuple[str, str | None]]:
+    """(serial, revocation reason) of a device's certificates."""
+    return [(str(row[0]), row[1]) for row in conn.execute(
+        "SELECT serial, revocation_reason FROM certificates WHERE device_id = %s ORDER BY serial",
+        (device_id,))]
+
+
 def exactly(message: str) -> str:
     """A pytest.raises pattern matching the whole message."""
     return f"^{re.escape(message)}$"
@@ -92,12 +103,15 @@ def test_a_device_goes_round_the_whole_cycle(conn: Conn) -> None:
     assert wipe == lifecycle.Wipe(device_id=cuff, nonce=wipe.nonce,
                                   topic=f"aidlink/v1/{cuff}/down/wipe", payload=wipe.payload)
     assert json.loads(wipe.payload) == {"nonce": wipe.nonce, "device": cuff}
-    assert state(conn, cuff) == ("20", "reconditioning", False, False)
+    # The device keeps its password, only to receive the wipe and confirm it.
+    assert state(conn, cuff) == ("20", "reconditioning", True, False)
     assert conn.execute("SELECT count(*) FROM pairings WHERE unpaired_at IS NULL"
                         ).fetchone() == (0,)
     assert lifecycle.confirm_wipe(conn, device_id=cuff, nonce=wipe.nonce, confirmed_at=WIPED_AT,
                                   actor="gateway") == {"device_id": cuff,
-                                                       "confirmed_at": WIPED_AT}
+                                                       "confirmed_at": WIPED_AT,
+                                                       "credentials_revoked": True}
+    assert state(conn, cuff) == ("20", "reconditioning", False, False)
     assert lifecycle.finish_reconditioning(conn, device_id=cuff, actor="tech-4") == {
         "device_id": cuff, "state": "in_stock", "needs_credentials": True}
     assert state(conn, cuff) == ("20", "in_stock", False, True)
@@ -112,39 +126,67 @@ def test_a_device_goes_round_the_whole_cycle(conn: Conn) -> None:
         ("reconditioning_started", "tech-4", {"reason": "back from patient"}),
         ("unpaired", "tech-4", {"hub": hub, "peripheral": cuff, "reason": "back from patient"}),
         ("wipe_requested", "tech-4", {"reason": "back from patient"}),
-        ("credentials_revoked", "tech-4", {"reason": "back from patient", "mqtt_password": True,
-                                           "certificates": False}),
         ("wipe_confirmed", "gateway", {"confirmed_at": wiped,
                                        "reason": "the device confirmed the wipe"}),
+        ("credentials_revoked", "gateway", {"reason": "wipe confirmed", "mqtt_password": True,
+                                            "certificates": [],
+                                            "revocation_reason": "superseded"}),
         ("reconditioned", "tech-4", {"wiped_at": wiped, "needs_credentials": True,
                                      "reason": "wipe confirmed; back in stock"}),
     ]
 
 
-def test_start_reconditioning_calls_the_certificate_hook_and_stores_the_nonce(
-        conn: Conn) -> None:
+def test_start_reconditioning_keeps_the_certificate_and_stores_the_nonce(conn: Conn) -> None:
+    device = onboard(conn, "M1", principal="2080")
+    issued = pki.issue(conn, PASSPHRASE, device_id=device, principal="2080", client_id=device)
+    assign(conn, device)
+    lifecycle.return_device(conn, device_id=device, actor="tech-3", reason="not needed")
+    wipe = lifecycle.start_reconditioning(conn, device_id=device, actor="tech-4", reason="r")
+    assert conn.execute("SELECT device_id, nonce, requested_by, confirmed_at, published_at"
+                        " FROM wipe_requests").fetchall() == [
+        (device, wipe.nonce, "tech-4", None, None)]
+    assert certificates(conn, device) == [(issued.serial, None)]
+    # Not denied by the broker's ACL: it must still receive the wipe and answer it.
+    assert f"user {device}\n" not in broker_config.acl_text(conn)
+    assert "credentials_revoked" not in [action for action, _, _ in life(conn, device)]
+
+
+def test_the_confirmation_revokes_the_certificates_without_the_ca(conn: Conn) -> None:
+    device = onboard(conn, "M1", principal="2080")
+    issued = pki.issue(conn, PASSPHRASE, device_id=device, principal="2080", client_id=device)
+    assign(conn, device)
+    lifecycle.return_device(conn, device_id=device, actor="tech-3", reason="not needed")
+    wipe = lifecycle.start_reconditioning(conn, device_id=device, actor="tech-4", reason="r")
+    confirmed = lifecycle.confirm_wipe(conn, device_id=device, nonce=wipe.nonce,
+                                       confirmed_at=WIPED_AT, actor="tech-4",
+                                       reason="wiped by hand at the bench")
+    assert confirmed["credentials_revoked"] is True
+    assert certificates(conn, device) == [(issued.serial, "superseded")]
+    # The next broker sync shuts the device out: the CRL lists it and the ACL denies it.
+    assert f"user {device}\ntopic deny aidlink/v1/#\n" in broker_config.acl_text(conn)
+    assert life(conn, device)[-2:] == [
+        ("wipe_confirmed", "tech-4", {"confirmed_at": "2024-03-05T09:30:00+00:00",
+                                      "reason": "wiped by hand at the bench"}),
+        ("credentials_revoked", "tech-4", {"reason": "wipe confirmed", "mqtt_password": False,
+                                           "certificates": [issued.serial],
+                                           "revocation_reason": "superseded"}),
+    ]
+
+
+def test_finishing_revokes_credentials_issued_after_the_confirmation(conn: Conn) -> None:
     device = returned(conn, "C1")
-    revoked: list[str] = []
-    wipe = lifecycle.start_reconditioning(conn, device_id=device, actor="tech-4", reason="r",
-                                          revoke_credentials=revoked.append)
-    assert revoked == [device]
-    assert conn.execute("SELECT device_id, nonce, requested_by, confirmed_at FROM wipe_requests"
-                        ).fetchall() == [(device, wipe.nonce, "tech-4", None)]
-
-
-def test_a_failing_revocation_hook_leaves_the_device_as_it_was(conn: Conn) -> None:
-    device = returned(conn, "C1")
-    before = life(conn, device)
-
-    def broken(device_id: str) -> None:
-        raise RuntimeError(f"CA for {device_id} is offline")
-
-    with pytest.raises(RuntimeError, match=exactly(f"CA for {device} is offline")):
-        lifecycle.start_reconditioning(conn, device_id=device, actor="t", reason="r",
-                                       revoke_credentials=broken)
-    assert state(conn, device) == ("20", "returned", True, False)
-    assert life(conn, device) == before
-    assert conn.execute("SELECT count(*) FROM wipe_requests").fetchone() == (0,)
+    wipe = lifecycle.start_reconditioning(conn, device_id=device, actor="t", reason="r")
+    lifecycle.confirm_wipe(conn, device_id=device, nonce=wipe.nonce, confirmed_at=WIPED_AT,
+                           actor="gateway")
+    conn.execute("UPDATE devices SET mqtt_password_hash = 'issued-meanwhile' WHERE id = %s",
+                 (device,))
+    lifecycle.finish_reconditioning(conn, device_id=device, actor="tech-4")
+    assert state(conn, device) == ("20", "in_stock", False, True)
+    assert [(action, actor, detail["reason"]) for action, actor, detail
+            in life(conn, device)[-2:]] == [
+        ("credentials_revoked", "tech-4", "back in stock after reconditioning"),
+        ("reconditioned", "tech-4", "wipe confirmed; back in stock"),
+    ]
 
 
 def test_a_wrong_nonce_does_not_confirm_the_wipe(conn: Conn) -> None:
@@ -156,6 +198,7 @@ def test_a_wrong_nonce_does_not_confirm_the_wipe(conn: Conn) -> None:
         lifecycle.confirm_wipe(conn, device_id=device, nonce="forged", confirmed_at=WIPED_AT,
                                actor="gateway")
     assert conn.execute("SELECT confirmed_at FROM wipe_requests").fetchall() == [(None,)]
+    assert state(conn, device) == ("20", "reconditioning", True, False)
     with pytest.raises(ConflictError, match=exactly(
             f"device {device}: reconditioning cannot finish before the device confirms its"
             " wipe")):
@@ -186,7 +229,8 @@ def test_a_repeated_confirmation_changes_nothing(conn: Conn) -> None:
     later = datetime(2024, 3, 6, tzinfo=UTC)
     assert lifecycle.confirm_wipe(conn, device_id=device, nonce=wipe.nonce, confirmed_at=later,
                                   actor="gateway") == {"device_id": device,
-                                                       "confirmed_at": WIPED_AT}
+                                                       "confirmed_at": WIPED_AT,
+                                                       "credentials_revoked": False}
     assert life(conn, device) == before
 
 
@@ -249,7 +293,7 @@ def test_retire_while_reconditioning_is_allowed(conn: Conn) -> None:
     assert state(conn, device) == ("20", "retired", False, False)
     assert life(conn, device)[-2:] == [
         ("retired", "t", {"reason": "does not power on", "previous_state": "reconditioning"}),
-        ("credentials_revoked", "t", {"reason": "does not power on", "mqtt_password": False,
+        ("credentials_revoked", "t", {"reason": "does not power on", "mqtt_password": True,
                                       "certificates": False}),
     ]
 
@@ -364,17 +408,20 @@ def test_new_credentials_clear_the_flag(conn: Conn) -> None:
 
 
 def test_migration_backfills_owners_and_history_of_existing_devices(database_url: str) -> None:
-    # Mark 0007 as applied so the others run alone, add a device, then let 0007 run over it.
+    # Mark 0007 (and what builds on it) as applied so the others run alone, add a device,
+    # then let 0007 run over it.
+    held = [MIGRATION, *ON_MIGRATION]
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migrations (name text PRIMARY KEY,"
                      " applied_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (MIGRATION,))
+        for name in held:
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
     db.migrate(database_url)
     with psycopg.connect(database_url) as conn:
         service.add_principal(conn, "20", "Region Dalarna")
         device = onboard(conn, "C1")
-        conn.execute("DELETE FROM schema_migrations WHERE name = %s", (MIGRATION,))
-    assert db.migrate(database_url) == [MIGRATION]
+        conn.execute("DELETE FROM schema_migrations WHERE name = ANY(%s)", (held,))
+    assert db.migrate(database_url) == held
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT principal_code, valid_to FROM device_owners"
                             " WHERE device_id = %s", (device,)).fetchall() == [("20", None)]

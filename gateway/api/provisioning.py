@@ -3,12 +3,14 @@ technicians and admins, over the same service layer as the CLI."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from gateway.api.broker_sync import BrokerDir, sync
 from gateway.api.deps import Conn, State
+from gateway.api.provisioning_admin import router as admin_router
 from gateway.api.provisioning_common import (
     AdminDep,
     MaybePassphrase,
@@ -19,6 +21,7 @@ from gateway.api.provisioning_common import (
     need_ca,
     scoped_device,
 )
+from gateway.api.provisioning_licences import DeviceBroker, device_broker
 from gateway.api.provisioning_licences import router as licences_router
 from gateway.api.provisioning_models import (
     AssignBody,
@@ -39,16 +42,23 @@ from provisioning import lifecycle, onboarding, pki, service
 router = APIRouter(prefix="/v1", tags=["provisioning"])
 router.include_router(policy_router)
 router.include_router(licences_router)
+router.include_router(admin_router)
 
-# Which RFC 5280 reason a lifecycle transition revokes credentials under (as the CLI does).
-_RECONDITION, _RETIRE, _TRANSFER = "superseded", "cessation_of_operation", "affiliation_changed"
+# Which RFC 5280 reason a lifecycle transition revokes credentials under (as the CLI does);
+# reconditioning revokes under lifecycle.RECONDITION_REVOCATION when the wipe is confirmed.
+_RETIRE, _TRANSFER = "cessation_of_operation", "affiliation_changed"
 
 
 @router.post("/devices", status_code=201, response_model=Onboarded,
              response_model_exclude_none=True)
 def create_device(body: DeviceCreate, op: OperatorDep, conn: Conn,
-                  ca: MaybePassphrase, broker: BrokerDir) -> dict[str, Any]:
-    """Onboard a device with a certificate or a password, as its principal's policy says."""
+                  ca: MaybePassphrase, broker: BrokerDir,
+                  broker_url: DeviceBroker = None) -> dict[str, Any]:
+    """Onboard a device with a certificate or a password, as its principal's policy says;
+    the answer is its provisioning bundle, as ``aidlink device onboard`` prints it."""
+    if broker_url is None:
+        # Called as a function (the console's form) rather than as the route.
+        broker_url = device_broker()
     principal = op.principal_for(body.principal)
     with mapped_errors(), conn.transaction():
         # Only certificates need the CA: a password principal onboards without it.
@@ -57,7 +67,7 @@ def create_device(body: DeviceCreate, op: OperatorDep, conn: Conn,
         row = onboarding.onboard(
             conn, ca or b"", principal=principal, model=body.model, serial=body.serial,
             actor=op.actor, csr_pem=body.csr_pem, alarm_account=body.alarm_account,
-            firmware_version=body.firmware, unit=body.unit)
+            firmware_version=body.firmware, unit=body.unit, broker_url=broker_url)
     # A password device can connect only once the broker's password file holds it; a
     # certificate needs nothing there (the CA chain admits it).
     if "mqtt_password" in row and ca is not None:
@@ -125,35 +135,49 @@ def return_device(device_id: str, body: ReturnBody, op: OperatorDep, conn: Conn)
 
 @router.post("/devices/{device_id}/recondition", response_model=WipePublic)
 def recondition(device_id: str, body: ReasonBody, op: OperatorDep, conn: Conn,
-                ca: Passphrase, broker: BrokerDir) -> WipePublic:
-    """Start reconditioning: revoke, unpair, and return the wipe command to publish."""
+                ca: MaybePassphrase, broker: BrokerDir) -> WipePublic:
+    """Start reconditioning: unpair, and request a wipe; the command is kept pending until
+    the gateway's downlink round publishes it retained on the device's down topic.
+
+    No credential changes here (the device needs them to receive the wipe and confirm it),
+    so neither the CA nor the broker configuration is used; the console calls this route
+    function with both all the same.
+    """
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
-        wipe = lifecycle.start_reconditioning(
-            conn, device_id=device_id, actor=op.actor, reason=body.reason,
-            revoke_credentials=onboarding.revoke_hook(conn, ca, op.actor, _RECONDITION))
-    sync(conn, ca, broker, {})
+        wipe = lifecycle.start_reconditioning(conn, device_id=device_id, actor=op.actor,
+                                              reason=body.reason)
     return WipePublic(device_id=wipe.device_id, nonce=wipe.nonce, topic=wipe.topic,
                       payload=wipe.payload)
 
 
 @router.post("/devices/{device_id}/recondition/confirm")
-def confirm_wipe(device_id: str, body: ConfirmBody, op: OperatorDep, conn: Conn) -> Response:
-    """Record the device's confirmation of its latest wipe request."""
+def confirm_wipe(device_id: str, body: ConfirmBody, op: OperatorDep, conn: Conn,
+                 ca: MaybePassphrase, broker: BrokerDir) -> Response:
+    """Record the confirmation of the device's latest wipe request (a device wiped by hand),
+    which revokes its credentials; with a CA, the broker shuts the device out at once."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         result = lifecycle.confirm_wipe(conn, device_id=device_id, nonce=body.nonce,
-                                        confirmed_at=body.confirmed_at, actor=op.actor)
-    return json_response(result)
+                                        confirmed_at=body.confirmed_at, actor=op.actor,
+                                        reason="the wipe was confirmed by hand")
+    return json_response(_synced(conn, ca, broker, result))
 
 
 @router.post("/devices/{device_id}/recondition/finish")
-def finish_reconditioning(device_id: str, op: OperatorDep, conn: Conn) -> Response:
-    """Put a wiped device back in stock (it needs new credentials before reuse)."""
+def finish_reconditioning(device_id: str, op: OperatorDep, conn: Conn,
+                          ca: MaybePassphrase, broker: BrokerDir) -> Response:
+    """Put a wiped device back in stock without credentials (it needs new ones before reuse)."""
     with mapped_errors(), conn.transaction():
         scoped_device(conn, op, device_id)
         result = lifecycle.finish_reconditioning(conn, device_id=device_id, actor=op.actor)
-    return json_response(result)
+    return json_response(_synced(conn, ca, broker, result))
+
+
+def _synced(conn: Any, ca: bytes | None, broker: Path | None,
+            result: dict[str, Any]) -> dict[str, Any]:
+    # Without a CA passphrase the CRLs cannot be signed: the next broker sync applies it.
+    return result if ca is None else sync(conn, ca, broker, result)
 
 
 @router.post("/devices/{device_id}/reissue")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from adapters.wipe import CHANNEL as WIPE_CHANNEL
 from gateway import profiles
 from gateway.ingest.topics import UpTopic
 
@@ -121,6 +122,16 @@ class Registry:
             )
         if device.state == "retired":
             return Rejected("retired_device", f"device {device.id} is retired", device.principal)
+        # A device being reconditioned keeps its credentials only to confirm its wipe; what
+        # else it sends (stored records, test measurements) has no patient and is set aside,
+        # never attributed by its timestamps to the patient it came back from.
+        if device.state == "reconditioning" and topic.channel != WIPE_CHANNEL:
+            return Rejected(
+                "reconditioning_device",
+                f"device {device.id} is being reconditioned; only its wipe confirmation on"
+                f" channel {WIPE_CHANNEL} is accepted, not {topic.channel}",
+                device.principal,
+            )
         # Checked at receipt, so a principal joining from a date starts its flow on that date
         # even though the cached row does not change then.
         if device.participates_from is None or datetime.now(_UTC) < device.participates_from:
