@@ -125,7 +125,9 @@ def _register_commands() -> None:
     from gateway.cli_bulk import device_bulk
     from gateway.cli_clients import client_group, keys_group, token_cmd
     from gateway.cli_data import data_group
+    from gateway.cli_devices import device_export, device_show, device_traceability
     from gateway.cli_gateway import gateway_cmd
+    from gateway.cli_housekeeping import housekeeping_cmd
     from gateway.cli_lifecycle import licence_group, report_group
     from gateway.cli_models import model_group
     from gateway.cli_orders import order_group
@@ -135,11 +137,14 @@ def _register_commands() -> None:
     from gateway.up import up_cmd
 
     device_group.add_command(device_bulk)
+    for command in (device_show, device_export, device_traceability):
+        device_group.add_command(command)
     main.add_command(order_group)
     main.add_command(model_group)
     for command in (principal_group, device_group, policy_group, broker_config_cmd,
                     licence_group, report_group, bench_group, simulate_cmd, up_cmd,
-                    client_group, keys_group, token_cmd, data_group, gateway_cmd, api_cmd):
+                    client_group, keys_group, token_cmd, data_group, gateway_cmd, api_cmd,
+                    housekeeping_cmd):
         main.add_command(command)
 
 

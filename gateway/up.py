@@ -21,7 +21,7 @@ from gateway import db, demo, demo_week
 from gateway.api.app import create_app
 from gateway.auth import MAX_TOKEN_TTL_SECONDS, Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
-from gateway.housekeeping_thread import Housekeeping
+from gateway.housekeeping_thread import CredentialsRefresh, Housekeeping
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.logs import configure_logging
 from gateway.renewal_thread import RenewalLoop
@@ -174,6 +174,12 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
                                         interval_s=settings.housekeeping_interval_s)
             housekeeping.start()
             stack.callback(housekeeping.stop)
+        if settings.broker_dir is not None:
+            # The CRLs there expire after a week; nothing else re-signs them on a schedule.
+            refresher = CredentialsRefresh(database_url, ca_passphrase(settings),
+                                           settings.broker_dir)
+            refresher.start()
+            stack.callback(refresher.stop)
         if settings.dc09_port:
             receiver = Dc09Receiver(gateway, database_url, host="127.0.0.1",
                                     port=settings.dc09_port)
