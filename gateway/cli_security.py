@@ -14,7 +14,8 @@ from adapters.model import dumps
 from gateway.cli_common import actor, connect, fail, publish_command, settings_of
 from gateway.cli_provisioning import device_group
 from gateway.settings import Settings, ca_passphrase
-from provisioning import broker_config, pki, policy, renewal
+from provisioning import broker_config, pki, policy, renewal, service
+from provisioning.errors import ProvisioningError
 
 GATEWAY_PASSWORD_FILE = "gateway-mqtt.password"  # noqa: S105 - a file name, not a secret
 
@@ -166,32 +167,57 @@ def device_revoke(ctx: click.Context, device: str, reason: str, broker_dir: Path
 
 @device_group.command("renew")
 @click.argument("device", required=False)
-@click.option("--due", is_flag=True, help="Renew every certificate inside its renewal window.")
+@click.option("--due", is_flag=True,
+              help="Renew every certificate inside its renewal window; a refused one is listed"
+                   " (with the rule that refused it) and the rest go on; exit status 1 when"
+                   " any was refused.")
+@click.option("--principal", default=None, help="With --due: this principal's only.")
 @click.option("--csr", type=click.File("r"), default=None, help="The device's own CSR (PEM).")
 @click.option("--new-key", is_flag=True,
               help="Generate a new key (printed once) instead of certifying the device's key.")
 @click.option("--deliver", is_flag=True,
               help="Publish renewed certificates on the devices' down topics (QoS 1).")
 @click.pass_context
-def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any, new_key: bool,
-                 deliver: bool) -> None:
+def device_renew(ctx: click.Context, device: str | None, due: bool, principal: str | None,
+                 csr: Any, new_key: bool, deliver: bool) -> None:
     """Renew a device's certificate before it expires (under the current policy), or all due.
 
     Without --csr or --new-key the device's current key is certified again, so the new
     certificate can be sent to the device over MQTT (--deliver) with nothing secret in it.
+    With --due, each renewal prints a JSON line and each refusal a line with "refused" (why).
     """
     if (device is None) == (not due):
         fail("give a DEVICE or --due", 2)
     if csr is not None and new_key:
         fail("give --csr or --new-key, not both", 2)
+    if due and csr is not None:
+        fail("--csr certifies one device's key: give a DEVICE with it, not --due", 2)
+    if principal is not None and not due:
+        fail("--principal goes with --due only", 2)
     settings = settings_of(ctx)
     passphrase = ca_passphrase(settings)
+    refused = 0
     with connect(settings) as conn:
-        targets = [device] if device else [r["device_id"] for r in pki.due_for_renewal(conn)]
-        for target in targets:
-            issued = pki.renew(conn, passphrase, device_id=target, actor=actor(),
-                               csr_pem=None if csr is None else csr.read(),
-                               keep_key=csr is None and not new_key)
+        if device is not None:
+            targets = [(device, None)]
+        else:
+            if principal is not None:
+                service.get_principal(conn, principal)
+            targets = [(r["device_id"], r["serial"]) for r in pki.due_for_renewal(conn)
+                       if principal is None or r["principal"] == principal]
+        for target, serial in targets:
+            try:
+                issued = pki.renew(conn, passphrase, device_id=target, actor=actor(),
+                                   csr_pem=None if csr is None else csr.read(),
+                                   keep_key=csr is None and not new_key)
+            except ProvisioningError as exc:
+                if device is not None:
+                    raise
+                # One device's refusal (a policy rule, a revocation) must not hold up the rest.
+                conn.rollback()
+                refused += 1
+                click.echo(dumps({"device_id": target, "serial": serial, "refused": str(exc)}))
+                continue
             conn.commit()
             row: dict[str, Any] = {"device_id": target, "certificate_serial": issued.serial,
                                    "certificate_not_after": issued.not_after,
@@ -205,3 +231,5 @@ def device_renew(ctx: click.Context, device: str | None, due: bool, csr: Any, ne
 
             for sent in renewal.deliver(conn, publish, actor=actor()):
                 click.echo(dumps(sent))
+    if refused:
+        fail(f"{refused} of {len(targets)} due certificate(s) refused renewal (listed above)")

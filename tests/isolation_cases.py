@@ -205,6 +205,37 @@ CASES.update({("POST", f"/v1/devices/{{device_id}}/{action}"): [
                        ("recondition/confirm", {"nonce": "n-1",
                                                 "confirmed_at": "2026-11-01T08:00:00Z"}))})
 
+# Renewal, policy history and API clients (the routes of `device renew`, `policy show
+# --history` and `client …`): renewal and history are of the caller's principal; clients are
+# an admin's, of its own principal only. The world holds no API client of principal 20, so an
+# id made up for it stands in here; tests/test_parity.py disables a real one of another
+# principal and gets 404.
+CASES.update({
+    ("POST", "/v1/devices/{device_id}/renew"): [
+        Case(T, "/v1/devices/{cuff}/renew"),
+        Case(T, "/v1/devices/{hub}/renew", json={"new_key": True})],
+    ("POST", "/v1/devices/renew-due"): [
+        Case(T, "/v1/devices/renew-due", {"principal": "20"}, expect=(403,)),
+        Case(T, "/v1/devices/renew-due", expect=(200,),
+             empty=lambda body: body["principal"] == "2080")],
+    ("GET", "/v1/policy/history"): [
+        Case(T, "/v1/policy/history", {"principal": "20"}, expect=(403,)),
+        Case(T, "/v1/policy/history", expect=(200,),
+             empty=lambda body: body["principal"] == "2080"
+             and all(item["principal"] == "2080" for item in body["items"]))],
+    ("GET", "/v1/clients"): [
+        Case(T, "/v1/clients", expect=(403,)),
+        Case(Role.ADMIN, "/v1/clients", expect=(200,),
+             empty=lambda body: all(c["principal"] == "2080" for c in body["items"]))],
+    ("POST", "/v1/clients"): [
+        Case(Role.ADMIN, "/v1/clients", json={"role": "clinician", "name": "ISO EHR",
+                                       "principal": "20"}, expect=(422,)),
+        Case(Role.ADMIN, "/v1/clients", json={"role": "clinician", "name": "ISO EHR"},
+             expect=(201,))],
+    ("POST", "/v1/clients/{client_id}/disable"): [
+        Case(Role.ADMIN, "/v1/clients/ac-of-principal-20/disable")],
+})
+
 # The console: the same walls as the API, for technicians and for admins (the console confines
 # an admin to its token's principal too). Pages of the caller's own principal show none of
 # principal 20's data; bulk jobs live in memory, so an unknown job id stands for 20's.

@@ -37,6 +37,16 @@ def get_policy(op: OperatorDep, conn: Conn, principal: PrincipalQuery) -> Respon
                           "policy": rules.document()})
 
 
+@router.get("/policy/history")
+def get_policy_history(op: OperatorDep, conn: Conn, principal: PrincipalQuery) -> Response:
+    """Every stored version of the caller's principal's policy, oldest first (an admin may
+    name another)."""
+    code = principal or op.caller.principal
+    with mapped_errors(), conn.transaction():
+        rows = policy.policy_history(conn, code)
+    return json_response({"principal": code, "items": rows})
+
+
 @router.put("/policy", response_model=PolicyVersion)
 def put_policy(op: AdminDep, conn: Conn, principal: PrincipalQuery,
                document: Annotated[dict[str, Any], Body()]) -> PolicyVersion:
