@@ -197,8 +197,11 @@ def test_log_in_onboard_see_a_reading_arrive_and_recondition(site: Site,
     expect(page.get_by_role("status")).to_contain_text(f"aidlink/v1/{device}/down/wipe")
     expect(page.locator("#history")).to_contain_text("reconditioning_started")
     shot(page, "05-reconditioning")
-    # Reconditioning revoked the password and refreshed the broker's files.
-    assert f"{device}:" not in (site.broker_dir / broker_config.PASSWORDS).read_text()
+    # The device keeps its password until it confirms the wipe (it must be able to fetch
+    # the wipe); the command waits in the database for the downlink loop.
+    assert f"{device}:" in (site.broker_dir / broker_config.PASSWORDS).read_text()
+    assert count(site.database_url, "SELECT count(*) FROM wipe_requests"
+                 " WHERE device_id = %s AND confirmed_at IS NULL", device) == 1
 
     page.get_by_role("link", name="Svenska").click()
     expect(page.locator("html")).to_have_attribute("lang", "sv")
