@@ -107,6 +107,20 @@ def dependency_problems(doc: Doc) -> list[str]:
     return problems
 
 
+def namespace_problems(doc: Doc) -> list[str]:
+    """``network_mode`` and ``pid`` of the form ``service:X`` name a service of the file: the
+    gateway and housekeeping reach the broker's loopback listener and its pid only through
+    the namespaces they share."""
+    problems = []
+    for name, service in doc["services"].items():
+        for key in ("network_mode", "pid"):
+            mode = str(service.get(key, ""))
+            if mode.startswith("service:") and mode.removeprefix("service:") \
+                    not in doc["services"]:
+                problems.append(f"{name}: {key} {mode!r} names no service")
+    return problems
+
+
 def listening_ports(service: Doc) -> set[int]:
     """The ports a service's command listens on (its options, else its image's default)."""
     command = [str(word) for word in service.get("command", [])]

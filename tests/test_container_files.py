@@ -13,6 +13,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway.ingest import metrics
+from gateway.settings import Settings, device_broker_url
 from tests.container_checks import (
     DOCKER,
     SCALE_OUT,
@@ -30,6 +31,7 @@ from tests.container_checks import (
     load,
     mount_problems,
     mounts,
+    namespace_problems,
     scrape_problems,
 )
 
@@ -56,6 +58,7 @@ def test_the_stack_compose_file_is_consistent(compose: Doc) -> None:
     assert dependency_problems(compose) == []
     assert command_problems(compose) == []
     assert healthcheck_problems(compose) == []
+    assert namespace_problems(compose) == []
 
 
 def test_the_stack_starts_in_order_and_the_broker_reads_the_generated_files(
@@ -75,6 +78,28 @@ def test_the_stack_starts_in_order_and_the_broker_reads_the_generated_files(
     # The generated plain listener binds loopback: the gateway must share the broker's.
     assert services["gateway"]["network_mode"] == "service:mosquitto"
     assert "@127.0.0.1:" in services["gateway"]["environment"]["AIDLINK_MQTT_URL"]
+
+
+def test_bundles_name_the_brokers_tls_listener_under_its_certificates_name(
+        compose: Doc) -> None:
+    services = compose["services"]
+    url = services["api"]["environment"]["AIDLINK_DEVICE_BROKER_URL"]
+    found = re.fullmatch(r"mqtts://(\$\{AIDLINK_BROKER_HOST:\?[^}]*\}):(\d+)", url)
+    assert found, url
+    # The host is the name broker-config writes into the server certificate.
+    config = services["broker-config"]["command"]
+    names = [config[i + 1] for i, word in enumerate(config[:-1]) if word == "--server-name"]
+    assert found.group(1) in names
+    # The port is the TLS listener's, as the host publishes it.
+    listener = config[config.index("--listener-port") + 1]
+    assert f"{found.group(2)}:{listener}" in services["mosquitto"]["ports"]
+    # The setting accepts the address once Compose has put the host name in.
+    filled = url.replace(found.group(1), "mqtt.example.se")
+    assert device_broker_url(Settings(device_broker_url=filled)) == filled
+    # Every service that makes bundles is given it; the others make none.
+    given = {name for name, service in services.items()
+             if "AIDLINK_DEVICE_BROKER_URL" in (service.get("environment") or {})}
+    assert given == {"api"}
 
 
 def test_every_secret_is_required_and_the_example_holds_placeholders_only() -> None:
@@ -157,6 +182,7 @@ def test_the_scale_out_files_pass_the_checks_that_fit_them() -> None:
     assert dependency_problems(doc) == []
     assert command_problems(doc) == []
     assert healthcheck_problems(doc) == []
+    assert namespace_problems(doc) == []
     assert dockerfile_problems((SCALE_OUT / "Dockerfile").read_text(), stages=1) == []
 
 
@@ -171,7 +197,8 @@ services:
     depends_on: {db: {condition: service_healthy}, ghost: {condition: service_started}}
     healthcheck: {test: ["CMD", "curl", "http://127.0.0.1:9200/healthz"]}
   side: {image: "busybox:1.36", network_mode: "service:db", command: ["x", "--port", "1"]}
-  job: {build: {context: .}, command: ["db", "nonsense"]}
+  job: {build: {context: .}, command: ["db", "nonsense"], network_mode: "service:ghost",
+        pid: "service:nobody"}
 """
 
 
@@ -188,6 +215,8 @@ def test_each_checker_reports_a_broken_document(tmp_path: Path) -> None:
     assert command_problems(doc) == ["app: gateway has no option --helth-host",
                                      "job: ['db', 'nonsense'] is not an aidlink command"]
     assert healthcheck_problems(doc) == ["app: its health check probes port 9200"]
+    assert namespace_problems(doc) == ["job: network_mode 'service:ghost' names no service",
+                                       "job: pid 'service:nobody' names no service"]
     prometheus = {"scrape_configs": [{"job_name": "x", "static_configs": [
         {"targets": ["app:9101", "nobody:80", "side:1"]}]}]}
     assert scrape_problems(prometheus, doc) == [

@@ -157,3 +157,19 @@ def test_emqx_queues_and_access_rules_never_fall_back_to_defaults(
     rules = [line for line in acl.splitlines() if line.startswith("{")]
     assert rules[-1] == "{deny, all}."
     assert '{allow, all, publish, ["aidlink/v1/${username}/#"]}.' in rules
+
+
+def test_bundles_name_the_balancers_tls_port_which_reaches_every_node(
+        compose: dict[str, Any]) -> None:
+    url = services(compose)["api"]["environment"]["AIDLINK_DEVICE_BROKER_URL"]
+    found = re.fullmatch(r"mqtts://\$\{AIDLINK_BROKER_HOST:\?[^}]*\}:(\d+)", url)
+    assert found, url
+    port = found.group(1)
+    assert f"{port}:8883" in services(compose)["mqtt-lb"]["ports"]
+    balancer = (HERE / "haproxy" / "haproxy.cfg").read_text()
+    assert "bind :8883\n    default_backend emqx-mqtts" in balancer
+    for name, service in services(compose).items():
+        if service.get("image", "").startswith("emqx/"):
+            env = service["environment"]
+            assert env["EMQX_LISTENERS__SSL__DEFAULT__BIND"] == "0.0.0.0:8883", name
+            assert f"server {name} {name}:8883" in balancer

@@ -3,8 +3,9 @@
 The upload starts a job on a thread of its own, running ``provisioning.bulk.onboard_csv``
 (the service behind ``POST /v1/devices/bulk`` and ``aidlink device bulk``) with its progress
 callback; the job page refreshes itself until the job is done (no script needed). Rows
-naming another principal are refused as the API refuses a technician's. The onboarded
-devices' credentials stay in memory until downloaded once, or for JOB_TTL at most.
+naming another principal are refused as the API refuses a technician's. Each bundle carries
+the broker address the API's bulk route gives (``device_broker``). The onboarded devices'
+credentials stay in memory until downloaded once, or for JOB_TTL at most.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from gateway.api.console.render import ConsoleRoute, language, page, redirect
 from gateway.api.console.session import PATH, ConsoleCaller, CsrfCaller
 from gateway.api.deps import State
 from gateway.api.provisioning_common import MaybePassphrase, Operator, need_ca, operator
-from gateway.api.provisioning_licences import CSV_LIMIT, _confine
+from gateway.api.provisioning_licences import CSV_LIMIT, DeviceBroker, _confine
 from gateway.auth import Caller
 from provisioning import bulk
 from provisioning.errors import ProvisioningError
@@ -96,7 +97,7 @@ def jobs(request: Request) -> Jobs:
 
 
 def _run(job: Job, pool: ConnectionPool[Any], passphrase: bytes, text: str,
-         op: Operator, broker: Path | None) -> None:
+         op: Operator, broker: Path | None, broker_url: str | None) -> None:
     """The job's thread: onboard the rows, recording progress and the outcome."""
     def progress(done: int, total: int) -> None:
         job.done, job.total = done, total
@@ -106,7 +107,7 @@ def _run(job: Job, pool: ConnectionPool[Any], passphrase: bytes, text: str,
         text, refused = _confine(text, job.principal)
         with pool.connection() as conn:
             result = bulk.onboard_csv(conn, passphrase, text, actor=op.actor,
-                                      progress=progress)
+                                      progress=progress, broker_url=broker_url)
             if any("mqtt_password" in row for row in result.onboarded):
                 # Password devices connect only once the broker's password file holds them.
                 sync(conn, passphrase, broker, {})
@@ -132,7 +133,7 @@ def bulk_form(request: Request, who: ConsoleCaller) -> HTMLResponse:
 
 @router.post("/bulk", response_class=HTMLResponse)
 async def upload(request: Request, who: CsrfCaller, state: State, ca: MaybePassphrase,
-                 broker: BrokerDir,
+                 broker: BrokerDir, broker_url: DeviceBroker,
                  file: Annotated[UploadFile | None, File()] = None) -> Response:
     """Start onboarding an uploaded CSV; to the job's progress page."""
     op = operator(who)
@@ -153,7 +154,8 @@ async def upload(request: Request, who: CsrfCaller, state: State, ca: MaybePassp
         return page(request, "bulk.html", who=who, status=422, columns=", ".join(bulk.COLUMNS),
                     errors={"file": problem})
     job = jobs(request).add(who)
-    threading.Thread(target=_run, args=(job, state.pool, passphrase, text, op, broker),
+    threading.Thread(target=_run,
+                     args=(job, state.pool, passphrase, text, op, broker, broker_url),
                      name=f"console-bulk-{job.id[:6]}", daemon=True).start()
     return redirect(f"{PATH}/bulk/{job.id}")
 

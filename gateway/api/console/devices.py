@@ -1,5 +1,5 @@
-"""The device page (recent readings plotted, lifecycle history, licences) and its actions:
-assign, return, recondition, revoke.
+"""The device page (recent readings plotted, lifecycle history, licences, the state of a
+reconditioning device's wipe command) and its actions: assign, return, recondition, revoke.
 
 Each action runs through the API route function of the same name, so the console changes a
 device exactly as ``POST /v1/devices/{id}/...`` does (service layer, transaction, credential
@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ValidationError
 
 from adapters.catalogue import BY_MDC
@@ -26,7 +27,7 @@ from gateway.api.console import i18n, plot
 from gateway.api.console.render import ConsoleRoute, language, local_time, page, redirect
 from gateway.api.console.session import PATH, CsrfCaller, DevicesReader, ScopedConn
 from gateway.api.deps import Conn, State
-from gateway.api.provisioning_common import Passphrase, operator
+from gateway.api.provisioning_common import MaybePassphrase, Passphrase, operator
 from gateway.api.provisioning_models import AssignBody, ReasonBody, ReturnBody, RevokeBody
 from gateway.api.queries import log_access
 from gateway.api.readings import ReadingQuery, fetch_readings
@@ -92,6 +93,23 @@ def _may(check: Callable[[Caller], Any], who: Caller) -> str | None:
     return None
 
 
+def wipe_state(conn: Connection, device_id: str) -> dict[str, Any] | None:
+    """Where the latest wipe request of a device stands: ``requested`` (pending in
+    wipe_requests, not yet accepted by the broker), ``published`` (held retained by the
+    broker, not yet confirmed) or ``confirmed``, with the request's times; None without one.
+    The nonce is left out: the page shows it only once, when reconditioning starts."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT requested_at, published_at, confirmed_at, cleared_at FROM wipe_requests"
+            " WHERE device_id = %s ORDER BY id DESC LIMIT 1", (device_id,))
+        row = cur.fetchone()
+    if row is None:
+        return None
+    state = ("confirmed" if row["confirmed_at"] is not None
+             else "published" if row["published_at"] is not None else "requested")
+    return {"state": state, **row}
+
+
 def device_page(request: Request, who: Caller, scoped: Connection, conn: Connection,
                 device_id: str, *, status: int = 200, **extra: Any) -> HTMLResponse:
     """The device page, with ``extra`` (a message, form errors) from an action."""
@@ -105,12 +123,14 @@ def device_page(request: Request, who: Caller, scoped: Connection, conn: Connect
     with conn.transaction():
         history = lifecycle.history_by_owner(conn, device_id).get(who.principal, [])
         held = licences.list_licences(conn, device_id=device_id, principal=who.principal)
+        # Only while reconditioning: a wipe of an earlier reconditioning is over and done.
+        wipe = wipe_state(conn, device_id) if device["state"] == "reconditioning" else None
     chart = plot.svg(series, title_id="plot-title", desc_id="plot-desc",
                      time_label=local_time)
     return page(request, "device.html", who=who, status=status, device=device,
                 here=f"/console/devices/{device_id}",
                 readings=table, series=plot.legend(series), chart=chart, denied=denied,
-                history=history, licences=held,
+                history=history, licences=held, wipe=wipe,
                 operator=_may(operator, who) is None, **extra)
 
 
@@ -160,8 +180,9 @@ def _act(request: Request, who: Caller, scoped: Connection, conn: Connection,
     if action != "recondition":
         # Post/redirect/get: reloading the page that follows does not repeat the action.
         return redirect(f"{PATH}/devices/{device_id}?{urlencode({'done': action})}")
-    # The wipe command is shown this once, as the API answers it once: the device must get
-    # it (its nonce confirms the wipe), and it is not kept anywhere a later page could show.
+    # The command is shown this once, as the API answers it once: its nonce is what a
+    # confirmation by hand needs. It stays pending in wipe_requests until the downlink round
+    # publishes it; later pages show only the request's state (wipe_state).
     t = i18n.Translator(language(request))
     return device_page(request, who, scoped, conn, device_id, message=t(
         "done.recondition", topic=outcome["topic"], payload=outcome["payload"]))
@@ -192,9 +213,10 @@ def take_back(request: Request, device_id: str, who: CsrfCaller, scoped: ScopedC
 
 @router.post("/devices/{device_id}/recondition", response_class=HTMLResponse)
 def recondition(request: Request, device_id: str, who: CsrfCaller, scoped: ScopedConn,
-                conn: Conn, ca: Passphrase, broker: BrokerDir,
+                conn: Conn, ca: MaybePassphrase, broker: BrokerDir,
                 reason: Text = "") -> Response:
-    """Start reconditioning (``POST /v1/devices/{id}/recondition``)."""
+    """Start reconditioning (``POST /v1/devices/{id}/recondition``). No CA is needed, as the
+    API's route needs none: the credentials are revoked only when the wipe is confirmed."""
     op = operator(who)
     values = {"reason": reason}
     body, errors = _body(request, ReasonBody, "recondition", values)

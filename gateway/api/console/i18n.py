@@ -60,8 +60,15 @@ _SV: dict[str, str] = {
     "field.unit": "Förskrivande enhet (valfritt)", "field.reason": "Orsak",
     "field.fault": "Rapporterat fel (valfritt)", "field.revoke_reason": "Spärrorsak (RFC 5280)",
     "done.assign": "Enheten är utlämnad.", "done.return": "Enheten är återlämnad.",
-    "done.recondition": "Rekonditionering startad; behörigheterna är spärrade och"
-                        " raderingskommandot är: {topic} {payload}",
+    "done.recondition": "Rekonditionering startad; enheten behåller sina behörigheter tills"
+                        " den har bekräftat raderingen. Raderingskommandot, som väntar tills"
+                        " MQTT-brokern har tagit emot det: {topic} {payload}",
+    "device.wipe": "Radering",
+    "wipe.requested": "Begärd {at}; kommandot väntar på nästa nedlänksrunda, som lämnar det"
+                      " till MQTT-brokern",
+    "wipe.published": "Kommandot ligger hos MQTT-brokern sedan {at}; väntar på enhetens"
+                      " bekräftelse",
+    "wipe.confirmed": "Bekräftad: enheten raderades {at}; dess behörigheter är spärrade",
     "done.revoke": "Enhetens behörigheter är spärrade.",
     "onboard.title": "Registrera enhet", "onboard.model": "Modell",
     "onboard.serial": "Serienummer", "onboard.firmware": "Firmwareversion (valfritt)",
@@ -70,6 +77,7 @@ _SV: dict[str, str] = {
     "onboard.done": "Enhet {id} är registrerad.",
     "onboard.once": "Behörigheterna visas bara den här gången. Spara dem nu.",
     "onboard.username": "MQTT-användarnamn", "onboard.password": "MQTT-lösenord",
+    "onboard.broker": "MQTT-broker", "onboard.topic": "Ämnesprefix",
     "onboard.certificate": "Certifikat (PEM)", "onboard.key": "Privat nyckel (PEM)",
     "onboard.chain": "CA-kedja (PEM)", "onboard.open": "Öppna enhetssidan",
     "bulk.title": "Massregistrering från CSV", "bulk.file": "CSV-fil",
@@ -141,8 +149,15 @@ _EN: dict[str, str] = {
     "field.fault": "Reported fault (optional)", "field.revoke_reason": "Revocation reason"
     " (RFC 5280)",
     "done.assign": "The device is assigned.", "done.return": "The device is taken back.",
-    "done.recondition": "Reconditioning started; credentials are revoked and the wipe"
-                        " command is: {topic} {payload}",
+    "done.recondition": "Reconditioning started; the device keeps its credentials until it"
+                        " confirms the wipe. The wipe command, pending until the MQTT broker"
+                        " has accepted it: {topic} {payload}",
+    "device.wipe": "Wipe",
+    "wipe.requested": "Requested {at}; the command waits for the next downlink round to hand"
+                      " it to the MQTT broker",
+    "wipe.published": "The command has been held by the MQTT broker since {at}; waiting for the"
+                      " device's confirmation",
+    "wipe.confirmed": "Confirmed: the device was wiped {at}; its credentials are revoked",
     "done.revoke": "The device's credentials are revoked.",
     "onboard.title": "Onboard device", "onboard.model": "Model", "onboard.serial": "Serial",
     "onboard.firmware": "Firmware version (optional)",
@@ -151,6 +166,7 @@ _EN: dict[str, str] = {
     "onboard.done": "Device {id} is onboarded.",
     "onboard.once": "The credentials are shown this once only. Save them now.",
     "onboard.username": "MQTT username", "onboard.password": "MQTT password",
+    "onboard.broker": "MQTT broker", "onboard.topic": "Topic prefix",
     "onboard.certificate": "Certificate (PEM)", "onboard.key": "Private key (PEM)",
     "onboard.chain": "CA chain (PEM)", "onboard.open": "Open the device page",
     "bulk.title": "Bulk onboarding from CSV", "bulk.file": "CSV file",
