@@ -15,7 +15,6 @@ from gateway.cli_common import actor, connect, fail, publish_command, settings_o
 from gateway.cli_provisioning import device_group
 from gateway.settings import Settings, ca_passphrase
 from provisioning import broker_config, pki, policy, renewal, service
-from provisioning.errors import ProvisioningError
 
 GATEWAY_PASSWORD_FILE = "gateway-mqtt.password"  # noqa: S105 - a file name, not a secret
 
@@ -184,7 +183,7 @@ def device_renew(ctx: click.Context, device: str | None, due: bool, principal: s
 
     Without --csr or --new-key the device's current key is certified again, so the new
     certificate can be sent to the device over MQTT (--deliver) with nothing secret in it.
-    With --due, each renewal prints a JSON line and each refusal a line with "refused" (why).
+    With --due, each refusal prints a JSON line with "refused" (why), then each renewal one.
     """
     if (device is None) == (not due):
         fail("give a DEVICE or --due", 2)
@@ -192,39 +191,43 @@ def device_renew(ctx: click.Context, device: str | None, due: bool, principal: s
         fail("give --csr or --new-key, not both", 2)
     if due and csr is not None:
         fail("--csr certifies one device's key: give a DEVICE with it, not --due", 2)
+    if due and new_key:
+        # A new key must reach its device once, by hand; --due certifies the keys devices
+        # hold, so their certificates can go out over MQTT.
+        fail("--new-key makes one device's new key: give a DEVICE with it, not --due", 2)
     if principal is not None and not due:
         fail("--principal goes with --due only", 2)
     settings = settings_of(ctx)
     passphrase = ca_passphrase(settings)
-    refused = 0
+    refused: list[dict[str, Any]] = []
+    renewed: list[dict[str, Any]] = []
     with connect(settings) as conn:
         if device is not None:
-            targets = [(device, None)]
-        else:
-            if principal is not None:
-                service.get_principal(conn, principal)
-            targets = [(r["device_id"], r["serial"]) for r in pki.due_for_renewal(conn)
-                       if principal is None or r["principal"] == principal]
-        for target, serial in targets:
-            try:
-                issued = pki.renew(conn, passphrase, device_id=target, actor=actor(),
-                                   csr_pem=None if csr is None else csr.read(),
-                                   keep_key=csr is None and not new_key)
-            except ProvisioningError as exc:
-                if device is not None:
-                    raise
-                # One device's refusal (a policy rule, a revocation) must not hold up the rest.
-                conn.rollback()
-                refused += 1
-                click.echo(dumps({"device_id": target, "serial": serial, "refused": str(exc)}))
-                continue
+            issued = pki.renew(conn, passphrase, device_id=device, actor=actor(),
+                               csr_pem=None if csr is None else csr.read(),
+                               keep_key=csr is None and not new_key)
             conn.commit()
-            row: dict[str, Any] = {"device_id": target, "certificate_serial": issued.serial,
+            row: dict[str, Any] = {"device_id": device, "certificate_serial": issued.serial,
                                    "certificate_not_after": issued.not_after,
                                    "certificate_pem": issued.certificate_pem}
             if issued.private_key_pem is not None:
                 row["private_key_pem"] = issued.private_key_pem
             click.echo(dumps(row))
+        else:
+            if principal is not None:
+                service.get_principal(conn, principal)
+            # The schedule's own renewal, model and firmware rules included; one device's
+            # refusal does not hold up the rest.
+            renewed, refused = renewal.renew_due(conn, passphrase, actor=actor(),
+                                                 principal=principal)
+            for failed in refused:
+                click.echo(dumps({"device_id": failed["device_id"], "serial": failed["serial"],
+                                  "refused": failed["reason"]}))
+            for done in renewed:
+                click.echo(dumps({"device_id": done["device_id"],
+                                  "certificate_serial": done["serial"],
+                                  "certificate_not_after": done["not_after"],
+                                  "certificate_pem": done["certificate_pem"]}))
         if deliver:
             def publish(topic: str, payload: bytes) -> bool:
                 return publish_command(settings, topic, payload, retain=True)
@@ -232,4 +235,5 @@ def device_renew(ctx: click.Context, device: str | None, due: bool, principal: s
             for sent in renewal.deliver(conn, publish, actor=actor()):
                 click.echo(dumps(sent))
     if refused:
-        fail(f"{refused} of {len(targets)} due certificate(s) refused renewal (listed above)")
+        fail(f"{len(refused)} of {len(refused) + len(renewed)} due certificate(s) refused"
+             " renewal (listed above)")

@@ -27,11 +27,24 @@ import psycopg
 
 from gateway import retention
 from provisioning import broker_config
+from provisioning.ca import CRL_LIFETIME
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger("aidlink.housekeeping")
 
 DEFAULT_CREDENTIALS_INTERVAL_S = 6 * 3600
+
+
+def credentials_interval_error(seconds: int, name: str) -> str | None:
+    """Why ``seconds`` (given as ``name``) is too long between broker refreshes, or None.
+
+    At most half the CRL lifetime: a failed refresh then still has another chance before
+    the CRLs lapse and the broker refuses every device."""
+    lifetime = int(CRL_LIFETIME.total_seconds())
+    if seconds * 2 > lifetime:
+        return (f"{name} {seconds} s is too long: the CRLs are valid for {lifetime} s;"
+                " use at most half of that")
+    return None
 
 
 class BrokerPidError(ProvisioningError):

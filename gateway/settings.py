@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60, le=24 * 3600)
     # How often `aidlink up` renews the certificates due and sends them to devices; 0: never.
     renew_interval_s: int = Field(default=3600, ge=0)
+    # How often that same downlink also publishes pending wipe commands, removes confirmed
+    # ones and, after a confirmation, refreshes the broker directory (AIDLINK_BROKER_DIR):
+    # a wipe or a shut-out should not wait for the next renewal. 0: no rounds of their own
+    # (wipes then go out with the renewal rounds only).
+    downlink_interval_s: int = Field(default=30, ge=0)
+    # How often `aidlink up` and `aidlink housekeeping` re-sign the CRLs in AIDLINK_BROKER_DIR
+    # and reload the broker; 0: never. At most half the CRLs' lifetime (checked where used),
+    # so that one failed refresh still leaves another before they lapse.
+    credentials_interval_s: int = Field(default=6 * 3600, ge=0)
     # How often `aidlink up` applies retention and refreshes the daily aggregates; 0: never.
     housekeeping_interval_s: int = Field(default=24 * 3600, ge=0)
     # "json" for one JSON object per log line (log shippers), "text" for people.

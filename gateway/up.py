@@ -21,7 +21,11 @@ from gateway import db, demo, demo_week
 from gateway.api.app import create_app
 from gateway.auth import MAX_TOKEN_TTL_SECONDS, Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
-from gateway.housekeeping_thread import CredentialsRefresh, Housekeeping
+from gateway.housekeeping_thread import (
+    CredentialsRefresh,
+    Housekeeping,
+    credentials_interval_error,
+)
 from gateway.ingest.pipeline import Gateway, GatewayConfig
 from gateway.logs import configure_logging
 from gateway.renewal_thread import RenewalLoop
@@ -140,6 +144,10 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
     _check_free(settings.api_port, "API", "--api-port")
     if settings.dc09_port:
         _check_free(settings.dc09_port, "DC-09 receiver", "--dc09-port")
+    too_long = credentials_interval_error(settings.credentials_interval_s,
+                                          "AIDLINK_CREDENTIALS_INTERVAL_S")
+    if too_long:
+        raise click.ClickException(too_long)
     secret = server_secret(settings)
     stop = threading.Event()
     with ExitStack() as stack:
@@ -158,15 +166,19 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             database_url=database_url, mqtt_url=broker_url, client_id=settings.gateway_client_id,
             protocol=protocol, batch_max_rows=settings.batch_max_rows,
             batch_max_delay=settings.batch_max_delay_ms / 1000,
-            receive_maximum=settings.receive_maximum))
+            receive_maximum=settings.receive_maximum, writers=settings.writers))
         gateway.start()
         stack.callback(gateway.stop)
         if not gateway.wait_connected(10):
             _say("aidlink up: the gateway could not connect to the broker")
             sys.exit(1)
         if settings.renew_interval_s:
+            # With the broker directory, a confirmed wipe shuts the device out at once
+            # instead of at the next credentials refresh.
             renewer = RenewalLoop(database_url, broker_url, ca_passphrase(settings),
-                                  interval_s=settings.renew_interval_s, protocol=protocol)
+                                  interval_s=settings.renew_interval_s, protocol=protocol,
+                                  downlink_interval_s=settings.downlink_interval_s,
+                                  broker_dir=settings.broker_dir)
             renewer.start()
             stack.callback(renewer.stop)
         if settings.housekeeping_interval_s:
@@ -174,10 +186,11 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
                                         interval_s=settings.housekeeping_interval_s)
             housekeeping.start()
             stack.callback(housekeeping.stop)
-        if settings.broker_dir is not None:
+        if settings.broker_dir is not None and settings.credentials_interval_s:
             # The CRLs there expire after a week; nothing else re-signs them on a schedule.
             refresher = CredentialsRefresh(database_url, ca_passphrase(settings),
-                                           settings.broker_dir)
+                                           settings.broker_dir,
+                                           interval_s=settings.credentials_interval_s)
             refresher.start()
             stack.callback(refresher.stop)
         if settings.dc09_port:

@@ -216,13 +216,18 @@ def revoke(conn: Conn, passphrase: bytes, device_id: str, reason: str, actor: st
 
 
 def due_for_renewal(conn: Conn, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Unexpired, unrevoked current certificates inside their policy's renewal window."""
+    """Unexpired, unrevoked current certificates inside their policy's renewal window.
+
+    Devices being reconditioned are left out: their credentials are revoked once the wipe
+    is confirmed, and a renewal before then would hand a device about to be erased a
+    certificate outliving the revocation of its current one."""
     moment = now_or(now)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT c.device_id, d.client_id, d.principal_code AS principal, c.serial,"
             " c.not_after FROM certificates c JOIN devices d ON d.id = c.device_id"
-            " WHERE c.revoked_at IS NULL AND c.replaced_by IS NULL AND d.state <> 'retired'"
+            " WHERE c.revoked_at IS NULL AND c.replaced_by IS NULL"
+            " AND d.state NOT IN ('retired', 'reconditioning')"
             " AND c.not_after > %s ORDER BY c.not_after, c.serial", (moment,),
         )
         rows = cur.fetchall()

@@ -63,17 +63,21 @@ class Delivery:
                            "ca_chain_pem": self.chain_pem}).encode()
 
 
-def renew_due(conn: Conn, passphrase: bytes, *, actor: str, now: datetime | None = None
+def renew_due(conn: Conn, passphrase: bytes, *, actor: str, now: datetime | None = None,
+              principal: str | None = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Renew every certificate inside its policy's renewal window, keeping the device's key.
+    """Renew every certificate inside its policy's renewal window, keeping the device's key
+    (only the devices of ``principal``, when given).
 
-    Each renewal commits on its own; returns the renewed ones and the refused ones, with why.
-    A device whose model its principal's current policy no longer allows, or whose firmware
-    (as registered, or last reported) is below the policy's minimum, is not renewed: it is
+    Each renewal commits on its own; returns the renewed ones (with the new certificate's
+    PEM) and the refused ones, with why, each in the order they were due. A device whose
+    model its principal's current policy no longer allows, or whose firmware (as
+    registered, or last reported) is below the policy's minimum, is not renewed: it is
     refused with the rule named as ``aidlink policy check`` names it.
     """
     renewed, refused = [], []
-    due_rows = pki.due_for_renewal(conn, now)
+    due_rows = [due for due in pki.due_for_renewal(conn, now)
+                if principal is None or due["principal"] == principal]
     broken = _policy_reasons(conn, [due["device_id"] for due in due_rows])
     for due in due_rows:
         reasons = broken.get(due["device_id"])
@@ -91,7 +95,8 @@ def renew_due(conn: Conn, passphrase: bytes, *, actor: str, now: datetime | None
             continue
         conn.commit()
         renewed.append({"device_id": due["device_id"], "replaces": due["serial"],
-                        "serial": issued.serial, "not_after": issued.not_after})
+                        "serial": issued.serial, "not_after": issued.not_after,
+                        "certificate_pem": issued.certificate_pem})
     return renewed, refused
 
 
@@ -116,12 +121,16 @@ def _policy_reasons(conn: Conn, device_ids: list[str]) -> dict[str, list[str]]:
 
 
 def pending_deliveries(conn: Conn) -> list[Delivery]:
-    """Current certificates that replaced another and have not yet reached their device."""
+    """Current certificates that replaced another and have not yet reached their device.
+
+    Not to a device being reconditioned: it is about to be erased and its credentials
+    revoked, so a certificate sent now would only be kept by a device that must forget it."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT c.device_id, d.client_id, d.principal_code, c.serial, c.not_after, c.pem"
             " FROM certificates c JOIN devices d ON d.id = c.device_id"
-            " WHERE c.revoked_at IS NULL AND c.replaced_by IS NULL AND d.state <> 'retired'"
+            " WHERE c.revoked_at IS NULL AND c.replaced_by IS NULL"
+            " AND d.state NOT IN ('retired', 'reconditioning')"
             " AND c.not_after > %s"
             " AND EXISTS (SELECT 1 FROM certificates p WHERE p.replaced_by = c.serial"
             "  AND p.revocation_reason IS DISTINCT FROM 'superseded')"

@@ -20,19 +20,20 @@ from cryptography import x509
 from gateway import db
 from gateway.cli import main
 from gateway.housekeeping_thread import BrokerPidError, refresh_broker
-from provisioning import policy, renewal, service
+from provisioning import downlink, lifecycle, policy, renewal, service
 from provisioning.broker_config import CRL, GATEWAY_USER, PID_FILE, refresh_credentials
 from provisioning.ca import ensure_authorities
 from tests.broker_site import (
     ACCEPTED,
     GATEWAY_PASSWORD,
     PASSPHRASE,
+    TLS_REFUSED,
     Session,
     Site,
     certify,
     running_broker,
 )
-from tests.support import wait_for
+from tests.support import SECRET, wait_for
 
 AIDLINK = str(Path(sys.executable).parent / "aidlink")
 CRL_END = "-----END X509 CRL-----"
@@ -116,6 +117,49 @@ def test_one_round_resigns_the_crls_reloads_the_broker_and_delivers_renewals(
     assert format(certificate.serial_number, "x") == document["serial"]
 
 
+def test_one_round_delivers_wipes_and_shuts_a_confirmed_device_out(
+        site: Site, database_url: str, tmp_path: Path) -> None:
+    a1, a2 = site.devices["a1"], site.devices["a2"]
+    service.assign(site.conn, SECRET, device_id=a1, patient="p-1", basis="HSL", actor="test")
+    lifecycle.return_device(site.conn, device_id=a1, actor="test", reason="patient moved")
+    wipe = lifecycle.start_reconditioning(site.conn, device_id=a1, actor="test", reason="reuse")
+    # No credentials part: the refresh after the confirmation is the downlink's own.
+    env = _site_env(site, database_url, tmp_path / "home")
+    once = ("--once", "--data-interval", "0", "--credentials-interval", "0")
+    with running_broker(site), ExitStack() as stack:
+        sent = _run(env, *once)
+        watcher = Session(site.ports["plain"], "watcher", username=GATEWAY_USER,
+                          password=GATEWAY_PASSWORD)
+        stack.callback(watcher.close)
+        granted = watcher.subscribe(wipe.topic)
+        wait_for(lambda: watcher.messages, 5, "the retained wipe")
+        before = (site.probe("mtls", site.context("a1"), a1), _reloads(site))
+        # What the gateway does with the device's answer.
+        lifecycle.confirm_wipe(site.conn, device_id=a1, nonce=wipe.nonce,
+                               confirmed_at=datetime.now(UTC), actor="gateway")
+        cleared = _run(env, *once)
+        wait_for(lambda: _reloads(site) > before[1], 5, "the broker to reload")
+        after = (site.probe("mtls", site.context("a1"), a1),
+                 site.probe("mtls", site.context("a2"), a2))
+    assert sent.returncode == 0, sent.stderr
+    first = json.loads(sent.stdout)
+    assert first["wipes"] == [{"device_id": a1, "topic": wipe.topic,
+                               "action": downlink.PUBLISHED, "published": True}]
+    assert first["renewal"] == {"renewed": [], "refused": [], "delivered": 0,
+                                "undelivered": 0}
+    assert first["credentials"] is None
+    assert granted == [1]
+    assert watcher.messages[0] == (wipe.topic, wipe.payload.encode())
+    assert before[0] == ACCEPTED
+    assert cleared.returncode == 0, cleared.stderr
+    second = json.loads(cleared.stdout)
+    assert [(w["action"], w["published"]) for w in second["wipes"]] == [
+        (downlink.CLEARED, True)]
+    assert second["credentials"] is None
+    assert "broker credentials refreshed" in cleared.stderr
+    assert after == (TLS_REFUSED, ACCEPTED)
+
+
 def test_one_round_applies_retention(database_url: str, tmp_path: Path) -> None:
     db.migrate(database_url)
     now = datetime.now(UTC)
@@ -191,6 +235,8 @@ def test_a_pid_file_naming_this_process_is_refused_not_signalled(
     ({}, ["--renew-interval", "0", "--data-interval", "0"], "AIDLINK_BROKER_DIR"),
     ({}, ["--renew-interval", "0", "--credentials-interval", "604800"],
      "--credentials-interval"),
+    ({"AIDLINK_CREDENTIALS_INTERVAL_S": "302401"}, ["--renew-interval", "0"],
+     "AIDLINK_CREDENTIALS_INTERVAL_S"),
 ])
 def test_bad_settings_exit_non_zero_naming_the_setting(
         database_url: str, tmp_path: Path, settings: dict[str, str], args: list[str],

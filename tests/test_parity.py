@@ -134,6 +134,34 @@ def test_renew_due_renews_what_it_may_and_lists_each_refusal_with_its_rule(
     assert again["renewed"] == [] and [r["device_id"] for r in again["refused"]] == [old_key]
 
 
+def test_renew_due_refuses_a_device_below_the_minimum_firmware_naming_the_rule(
+        api: TestClient, database_url: str) -> None:
+    devices = {}
+    for serial, firmware in (("FW-1", "1.0.0"), ("FW-2", "2.1")):
+        response = api.post("/v1/devices", json={"model": "bpm", "serial": serial,
+                                                  "firmware": firmware}, headers=TECH_2080)
+        assert response.status_code == 201, response.text
+        devices[firmware] = response.json()["device_id"]
+    policy = api.put("/v1/policy", json={"min_firmware": {"bpm": "2.0"}}, headers=ADMIN_2080)
+    assert policy.status_code == 200, policy.text
+    version = policy.json()["version"]
+    for device in devices.values():
+        _expire_soon(database_url, device, 5)
+    response = api.post("/v1/devices/renew-due", headers=TECH_2080)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["device_id"] for r in body["renewed"]] == [devices["2.1"]]
+    assert sorted(body["renewed"][0]) == ["device_id", "not_after", "replaces", "serial"]
+    assert [(r["device_id"], r["reason"]) for r in body["refused"]] == [
+        (devices["1.0.0"], f"not renewed: firmware 1.0.0 of bpm is below the minimum 2.0"
+                           f" (policy v{version})")]
+    with psycopg.connect(database_url) as conn:
+        renewed = conn.execute("SELECT count(*) FROM device_history WHERE device_id = %s"
+                               " AND action = 'certificate_renewed'",
+                               (devices["1.0.0"],)).fetchone()
+    assert renewed == (0,)
+
+
 def test_renew_due_is_the_callers_principals(api: TestClient) -> None:
     refused = api.post("/v1/devices/renew-due", params={"principal": "20"}, headers=TECH_2080)
     assert refused.status_code == 403

@@ -19,10 +19,10 @@ from cryptography.x509.oid import NameOID
 from gateway import db
 from gateway.renewal_thread import RenewalLoop
 from gateway.services.mosquitto import MosquittoProcess
-from provisioning import pki, policy, renewal, service
+from provisioning import lifecycle, pki, policy, renewal, service
 from provisioning.policy import set_policy
 from simulators.hub import Hub
-from tests.support import wait_for
+from tests.support import SECRET, wait_for
 
 Conn = psycopg.Connection[Any]
 PASSPHRASE = secrets.token_urlsafe(24).encode()
@@ -188,3 +188,39 @@ def test_a_device_below_the_minimum_firmware_or_of_a_model_no_longer_allowed_is_
     assert "certificate_renewed" not in _actions(conn, old_firmware)
     assert "certificate_renewed" not in _actions(conn, other_model)
     assert "certificate_renewed" in _actions(conn, current)
+
+
+def _recondition(conn: Conn, device: str) -> None:
+    service.assign(conn, SECRET, device_id=device, patient="p-1", basis="HSL", actor="t")
+    lifecycle.return_device(conn, device_id=device, actor="t", reason="patient moved")
+    lifecycle.start_reconditioning(conn, device_id=device, actor="t", reason="reuse")
+
+
+def test_a_device_being_reconditioned_is_neither_renewed_nor_sent_a_certificate(
+        conn: Conn) -> None:
+    renewed_before, due_during, in_stock = (_device(conn, "20", s) for s in ("R1", "R2", "R3"))
+    _issue(conn, renewed_before)
+    # Renewed while still in service, but the broker did not take the certificate.
+    first = renewal.run_round(conn, PASSPHRASE, lambda topic, payload: False)
+    waiting = [p.device_id for p in renewal.pending_deliveries(conn)]
+    for device in (due_during, in_stock):
+        _issue(conn, device)
+    for device in (renewed_before, due_during):
+        _recondition(conn, device)
+    due = [row["device_id"] for row in pki.due_for_renewal(conn)]
+    sent: list[str] = []
+
+    def accepted(topic: str, payload: bytes) -> bool:
+        sent.append(topic)
+        return True
+
+    second = renewal.run_round(conn, PASSPHRASE, accepted)
+    assert [r["device_id"] for r in first["renewed"]] == [renewed_before]
+    assert waiting == [renewed_before]
+    assert due == [in_stock]
+    assert [r["device_id"] for r in second["renewed"]] == [in_stock]
+    assert second["refused"] == []
+    assert sent == [f"aidlink/v1/{in_stock}/down/{renewal.COMMAND}"]
+    assert renewal.pending_deliveries(conn) == []
+    assert "certificate_renewed" not in _actions(conn, due_during)
+    assert renewal.DELIVERED not in _actions(conn, renewed_before)

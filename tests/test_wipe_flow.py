@@ -106,6 +106,34 @@ def test_a_device_offline_at_the_start_gets_the_wipe_and_confirms_it(
     ]
 
 
+def test_a_wipe_goes_out_within_the_downlink_interval_not_the_renewal_one(
+        database_url: str, mosquitto: MosquittoProcess) -> None:
+    db.migrate(database_url)
+    with psycopg.connect(database_url) as conn:
+        service.add_principal(conn, "20", "Region Dalarna", "password")
+        hub = service.onboard_device(conn, principal="20", model="sim-hub", serial="W2",
+                                     actor="t")["device_id"]
+        service.assign(conn, SECRET, device_id=hub, patient="p-1", basis="SoL", actor="t")
+        lifecycle.return_device(conn, device_id=hub, actor="t", reason="back")
+    loop = RenewalLoop(database_url, mosquitto.url, PASSPHRASE, interval_s=3600,
+                       downlink_interval_s=0.2)
+    loop.start()
+    try:
+        wait_for(lambda: loop.rounds, 15, "the first round")
+        # Requested after the first (full) round: only a wipe round of its own can send it.
+        with psycopg.connect(database_url) as conn:
+            wipe = lifecycle.start_reconditioning(conn, device_id=hub, actor="t",
+                                                  reason="reuse")
+        wait_for(lambda: _request_of(database_url, hub)["published"], 5,
+                 "the wipe published by a downlink round")
+        rounds, renewal_rounds = loop.rounds, loop.renewal_rounds
+    finally:
+        loop.stop()
+    assert _retained(mosquitto, wipe.topic) == [wipe.payload.encode()]
+    assert rounds >= 2
+    assert renewal_rounds == 1
+
+
 def _request(conn: psycopg.Connection[Any], device: str) -> dict[str, bool]:
     row = conn.execute("SELECT published_at IS NOT NULL, cleared_at IS NOT NULL"
                        " FROM wipe_requests WHERE device_id = %s", (device,)).fetchone()

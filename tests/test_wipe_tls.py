@@ -1,7 +1,8 @@
 """Reconditioning on a broker that enforces credentials (TLS, CRL, ACL by ``aidlink
 broker-config``): the device, offline when reconditioning starts, still receives its retained
 wipe and confirms it through the gateway; only then are its credentials revoked, and after
-the broker sync it is shut out while another device's session stays up."""
+the broker sync (by hand, or by the downlink schedule with nobody calling anything) it is shut
+out while another device's session stays up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from gateway.api.app import create_app
@@ -51,15 +53,25 @@ def _certificates(site: Site, device: str) -> list[str | None]:
         "SELECT revocation_reason FROM certificates WHERE device_id = %s", (device,))]
 
 
+def _reloads(site: Site) -> int:
+    return site.log().count("Reloading config.")
+
+
+@pytest.mark.parametrize("synced_by", ["hand", "downlink"])
 def test_a_certificate_device_gets_its_retained_wipe_and_is_shut_out_after_confirming(
-        site: Site, database_url: str) -> None:
+        site: Site, database_url: str, synced_by: str) -> None:
     a1, a2 = site.devices["a1"], site.devices["a2"]
     service.assign(site.conn, SECRET, device_id=a1, patient="p-1", basis="HSL", actor="test")
     lifecycle.return_device(site.conn, device_id=a1, actor="test", reason="patient moved")
     gateway_url = f"mqtt://{GATEWAY_USER}:{GATEWAY_PASSWORD}@{HOST}:{site.ports['plain']}"
     app = create_app(database_url=database_url, secret=SECRET, ca_passphrase=PASSPHRASE,
                      broker_dir=site.out)
-    loop = RenewalLoop(database_url, gateway_url, PASSPHRASE, interval_s=3600)
+    if synced_by == "downlink":
+        # Wipe rounds every half second, refreshing the broker directory after a removal.
+        loop = RenewalLoop(database_url, gateway_url, PASSPHRASE, interval_s=3600,
+                           downlink_interval_s=0.5, broker_dir=site.out)
+    else:
+        loop = RenewalLoop(database_url, gateway_url, PASSPHRASE, interval_s=3600)
     with (running_broker(site), ExitStack() as stack, TestClient(app) as api,
           running_gateway(database_url, gateway_url)):
         kept = Session(site.ports["mtls"], a2, context=site.context("a2"))
@@ -80,12 +92,17 @@ def test_a_certificate_device_gets_its_retained_wipe_and_is_shut_out_after_confi
         wait_for(lambda: device.messages, 5, "the retained wipe at a1")
         received = list(device.messages)
         nonce = json.loads(received[0][1])["nonce"]
+        reloads = _reloads(site)
         device.publish(f"aidlink/v1/{a1}/{a1}/wipe", json.dumps({
             "v": 1, "type": "wipe_done", "nonce": nonce,
             "at": datetime.now(UTC).isoformat()}).encode())
         wait_for(lambda: _request(database_url, a1)[2], 10, "the recorded confirmation")
         revoked = _certificates(site, a1)
-        site.refresh()
+        if synced_by == "downlink":
+            wait_for(lambda: _reloads(site) > reloads, 10, "the broker reload by the downlink")
+        else:
+            site.refresh()
+        synced = loop.last_broker
         refused = site.probe("mtls", site.context("a1"), a1)
         # Its session opened before the reload survives the CRL, but the ACL denies it.
         device.client.publish(f"aidlink/v1/{a1}/{a1}/status", b"after the wipe", qos=1)
@@ -108,6 +125,10 @@ def test_a_certificate_device_gets_its_retained_wipe_and_is_shut_out_after_confi
     assert _request(database_url, a1) == (True, True, "gateway")
     assert _denied(site, a1) and not _denied(site, a2)
     assert (refused, other) == (TLS_REFUSED, ACCEPTED)
+    if synced_by == "downlink":
+        assert synced is not None and synced["reloaded"] is True
+    else:
+        assert synced is None
     assert kept_up == (True, 0)
     assert left_on_broker == []
     actions: list[tuple[Any, ...]] = [(row["action"], row["actor"])

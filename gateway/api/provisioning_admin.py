@@ -19,8 +19,7 @@ from gateway.api.provisioning_common import (
     scoped_device,
 )
 from gateway.auth import ROLE_SCOPES, Role
-from provisioning import api_clients, pki, service
-from provisioning.errors import ProvisioningError
+from provisioning import api_clients, pki, renewal, service
 
 router = APIRouter()
 
@@ -67,28 +66,19 @@ def renew_due(op: OperatorDep, conn: Conn, ca: Passphrase,
                                                      pattern=_PRINTABLE)] = None,
               ) -> Response:
     """Renew every certificate of the caller's principal inside its renewal window, keeping
-    each device's key; a refused one is listed with the rule that refused it, and the rest
-    go on."""
+    each device's key; a refused one is listed with the rule that refused it (a model or
+    firmware rule of the policy included), and the rest go on."""
     code = op.principal_for(principal)
-    renewed: list[dict[str, Any]] = []
-    refused: list[dict[str, Any]] = []
-    with mapped_errors(), conn.transaction():
+    with mapped_errors():
         service.get_principal(conn, code)
-        for due in pki.due_for_renewal(conn):
-            if due["principal"] != code:
-                continue
-            try:
-                # A savepoint per device: a refusal undoes that device's renewal only.
-                with conn.transaction():
-                    issued = pki.renew(conn, ca, device_id=due["device_id"], keep_key=True,
-                                       actor=op.actor)
-            except ProvisioningError as exc:
-                refused.append({"device_id": due["device_id"], "serial": due["serial"],
-                                "reason": str(exc)})
-                continue
-            renewed.append({"device_id": due["device_id"], "replaces": due["serial"],
-                            "serial": issued.serial, "not_after": issued.not_after})
-    return json_response({"principal": code, "renewed": renewed, "refused": refused})
+        # Committed first: each renewal commits on its own (as on the schedule) and a refused
+        # one rolls back, which must undo that renewal only.
+        conn.commit()
+        renewed, refused = renewal.renew_due(conn, ca, actor=op.actor, principal=code)
+    # Without the certificates' PEM, as before: this answer lists what happened.
+    shown = [{key: row[key] for key in ("device_id", "replaces", "serial", "not_after")}
+             for row in renewed]
+    return json_response({"principal": code, "renewed": shown, "refused": refused})
 
 
 @router.post("/devices/{device_id}/renew")
