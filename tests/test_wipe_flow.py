@@ -28,13 +28,8 @@ PASSPHRASE = secrets.token_urlsafe(24).encode()
 
 def test_a_device_offline_at_the_start_gets_the_wipe_and_confirms_it(
         database_url: str, mosquitto: MosquittoProcess) -> None:
-    db.migrate(database_url)
+    hub = _returned_hub(database_url, "W1")
     with psycopg.connect(database_url) as conn:
-        service.add_principal(conn, "20", "Region Dalarna", "password")
-        hub = service.onboard_device(conn, principal="20", model="sim-hub", serial="W1",
-                                     actor="t")["device_id"]
-        service.assign(conn, SECRET, device_id=hub, patient="p-1", basis="SoL", actor="t")
-        lifecycle.return_device(conn, device_id=hub, actor="t", reason="back")
         # Started where no broker is reachable (as the API does): the command stays pending.
         wipe = lifecycle.start_reconditioning(conn, device_id=hub, actor="t", reason="reuse")
         pending = _request(conn, hub)
@@ -108,13 +103,7 @@ def test_a_device_offline_at_the_start_gets_the_wipe_and_confirms_it(
 
 def test_a_wipe_goes_out_within_the_downlink_interval_not_the_renewal_one(
         database_url: str, mosquitto: MosquittoProcess) -> None:
-    db.migrate(database_url)
-    with psycopg.connect(database_url) as conn:
-        service.add_principal(conn, "20", "Region Dalarna", "password")
-        hub = service.onboard_device(conn, principal="20", model="sim-hub", serial="W2",
-                                     actor="t")["device_id"]
-        service.assign(conn, SECRET, device_id=hub, patient="p-1", basis="SoL", actor="t")
-        lifecycle.return_device(conn, device_id=hub, actor="t", reason="back")
+    hub = _returned_hub(database_url, "W2")
     loop = RenewalLoop(database_url, mosquitto.url, PASSPHRASE, interval_s=3600,
                        downlink_interval_s=0.2)
     loop.start()
@@ -170,3 +159,15 @@ def _retained(broker: MosquittoProcess, topic: str) -> list[bytes]:
         client.disconnect()
         client.loop_stop()
     return seen
+
+
+def _returned_hub(database_url: str, serial: str) -> str:
+    """A password hub of principal 20, assigned and then returned: ready for reconditioning."""
+    db.migrate(database_url)
+    with psycopg.connect(database_url) as conn:
+        service.add_principal(conn, "20", "Region Dalarna", "password")
+        hub: str = service.onboard_device(conn, principal="20", model="sim-hub", serial=serial,
+                                          actor="t")["device_id"]
+        service.assign(conn, SECRET, device_id=hub, patient="p-1", basis="SoL", actor="t")
+        lifecycle.return_device(conn, device_id=hub, actor="t", reason="back")
+    return hub
