@@ -321,4 +321,14 @@ def report_deliveries(ctx: click.Context, since: Any, until: Any, principal: str
         c, since=since.date(), until=until.date(), principal=principal))
 
 
+@report_group.command("overdue")
+@_principal
+@_csv
+@click.pass_context
+def report_overdue(ctx: click.Context, principal: str | None, as_csv: bool) -> None:
+    """Devices still with a patient after their assignment's planned end."""
+    _report(ctx, "overdue", as_csv, lambda c: reports.overdue_assignments(
+        c, principal=principal))
+
+
 __all__ = ["licence_group", "report_group"]

@@ -70,6 +70,10 @@ def device_group() -> None:
     """Devices: onboard, pair, assign, history."""
 
 
+# Optional on these three: the history records it when given.
+_reason = click.option("--reason", default=None, help="Why, for the device's history.")
+
+
 @device_group.command("onboard")
 @click.option("--principal", required=True)
 @click.option("--model", required=True)
@@ -81,10 +85,11 @@ def device_group() -> None:
 @click.option("--csr", type=click.File("r"), default=None,
               help="The device's own CSR (PEM): its key is the one certified.")
 @click.option("--unit", default=None, help="The unit it is for (a pilot may be limited to units).")
+@_reason
 @click.pass_context
 def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
                    out: Path | None, alarm_account: str | None, firmware: str | None,
-                   csr: Any, unit: str | None) -> None:
+                   csr: Any, unit: str | None, reason: str | None) -> None:
     """Onboard one device for a principal; prints its id and credentials as JSON."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
@@ -95,7 +100,7 @@ def device_onboard(ctx: click.Context, principal: str, model: str, serial: str,
                                  model=model, serial=serial, actor=actor(),
                                  csr_pem=None if csr is None else csr.read(),
                                  alarm_account=alarm_account, firmware_version=firmware,
-                                 unit=unit, broker_url=broker_url)
+                                 unit=unit, broker_url=broker_url, reason=reason)
         conn.commit()
         if "mqtt_password" in row:
             # The broker admits a password device only once its password file holds it.
@@ -124,11 +129,13 @@ def _write_private(path: Path, text: str) -> None:
 @device_group.command("pair")
 @click.argument("peripheral")
 @click.option("--hub", required=True, help="The hub's device id.")
+@_reason
 @click.pass_context
-def device_pair(ctx: click.Context, peripheral: str, hub: str) -> None:
+def device_pair(ctx: click.Context, peripheral: str, hub: str, reason: str | None) -> None:
     """Pair a peripheral with the hub that forwards its values."""
     with connect(settings_of(ctx)) as conn:
-        row = service.pair(conn, peripheral_id=peripheral, hub_id=hub, actor=actor())
+        row = service.pair(conn, peripheral_id=peripheral, hub_id=hub, actor=actor(),
+                           reason=reason)
     click.echo(dumps(row))
 
 
@@ -139,15 +146,20 @@ def device_pair(ctx: click.Context, peripheral: str, hub: str) -> None:
 @click.option("--unit", "prescribing_unit", default=None, help="Prescribing unit.")
 @click.option("--order", default=None,
               help="The portal order it delivers (default: the patient's oldest it fits).")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The planned last day (today or later); the overdue report lists it after.")
+@_reason
 @click.pass_context
 def device_assign(ctx: click.Context, device: str, patient: str, basis: str,
-                  prescribing_unit: str | None, order: str | None) -> None:
+                  prescribing_unit: str | None, order: str | None, until: Any,
+                  reason: str | None) -> None:
     """Assign a device in stock to a patient under HSL or SoL."""
     settings = settings_of(ctx)
     with connect(settings) as conn:
         row = service.assign(conn, server_secret(settings), device_id=device, patient=patient,
                              basis=basis, actor=actor(), prescribing_unit=prescribing_unit,
-                             order=order)
+                             order=order, until=None if until is None else until.date(),
+                             reason=reason)
     click.echo(dumps(row))
 
 

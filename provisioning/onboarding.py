@@ -15,8 +15,9 @@ from provisioning.service import Conn
 def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial: str,
             actor: str, csr_pem: str | None = None, alarm_account: str | None = None,
             firmware_version: str | None = None, unit: str | None = None,
-            broker_url: str | None = None) -> dict[str, Any]:
-    """Register a device and give it credentials; the caller commits.
+            broker_url: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """Register a device and give it credentials; the caller commits (``reason``, when
+    given, is kept in the device's history).
 
     The result is the device's provisioning bundle: ``mqtt_url`` (``broker_url``, the address
     devices connect to, when known), ``topic_prefix``, the model's ``profile`` settings and the
@@ -28,7 +29,8 @@ def onboard(conn: Conn, passphrase: bytes, *, principal: str, model: str, serial
     """
     row = service.onboard_device(conn, principal=principal, model=model, serial=serial,
                                  actor=actor, alarm_account=alarm_account,
-                                 firmware_version=firmware_version, unit=unit)
+                                 firmware_version=firmware_version, unit=unit,
+                                 reason=reason)
     row.update(_bundle_settings(row["client_id"], model, broker_url))
     if "mqtt_password" in row:
         if csr_pem is not None:

@@ -44,6 +44,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "idle": ("licence_id", "device_id", "state", "reason", "last_reading_at", "terms",
              "principal", "unit"),
     "deliveries": ("month", "principal", "product_class", "delivered"),
+    "overdue": ("device_id", "principal", "model", "unit", "planned_until", "days_overdue"),
     "devices": DEVICE_COLUMNS,
 }
 
@@ -214,6 +215,27 @@ def deliveries(conn: Conn, *, since: date, until: date, principal: str | None = 
             " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             (since, until, principal, principal))
         return cur.fetchall()
+
+
+def overdue_assignments(conn: Conn, *, today: date | None = None,
+                        principal: str | None = None) -> list[dict[str, Any]]:
+    """Devices still with a patient after their assignment's planned last day, longest
+    overdue first. ``unit`` is the prescribing unit; the patient is left out, as the list is
+    for chasing the device back, not for care.
+    """
+    day = today or _today()
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT d.id AS device_id, d.principal_code AS principal, d.model,"
+            " a.prescribing_unit AS unit, a.planned_until,"
+            " %s::date - a.planned_until AS days_overdue"
+            " FROM assignments a JOIN devices d ON d.id = a.device_id"
+            " WHERE a.valid_to IS NULL AND d.state = 'assigned' AND a.planned_until < %s::date"
+            " AND (%s::text IS NULL OR d.principal_code = %s)"
+            " ORDER BY a.planned_until, d.principal_code, d.id",
+            (day, day, principal, principal))
+        return [{**row, "planned_until": row["planned_until"].isoformat()}
+                for row in cur.fetchall()]
 
 
 def devices_csv(conn: Conn, *, principal: str | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -25,6 +25,8 @@ _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 BASES = ("HSL", "SoL")
 _PRINCIPAL = "code, name, device_auth, created_at"
 DEVICE_AUTH = ("mtls", "password")
+# As long as the API's reason field allows, so that the CLI and the API refuse the same text.
+REASON_MAX = 500
 
 Conn = psycopg.Connection[Any]
 
@@ -40,6 +42,16 @@ def _history(conn: Conn, device_id: str, action: str, actor: str, **detail: Any)
         "INSERT INTO device_history (device_id, action, actor, detail) VALUES (%s, %s, %s, %s)",
         (device_id, action, actor, Jsonb(detail)),
     )
+
+
+def _reason(reason: str | None) -> dict[str, str]:
+    """The optional reason as history detail: nothing when not given, else the stripped text,
+    which must not be empty (an empty one says nothing about why)."""
+    if reason is None:
+        return {}
+    if not reason.strip() or len(reason.strip()) > REASON_MAX:
+        raise InvalidInputError(f"reason {reason!r} must have 1 to {REASON_MAX} characters")
+    return {"reason": reason.strip()}
 
 
 def add_principal(conn: Conn, code: str, name: str, device_auth: str = "mtls", *,
@@ -93,13 +105,14 @@ def list_principals(conn: Conn) -> list[dict[str, Any]]:
 def onboard_device(
     conn: Conn, *, principal: str, model: str, serial: str, actor: str,
     alarm_account: str | None = None, firmware_version: str | None = None,
-    unit: str | None = None,
+    unit: str | None = None, reason: str | None = None,
 ) -> dict[str, Any]:
     """Register a device for a principal; password credentials where its policy allows them.
 
     The password is returned once and only its hash is kept. ``alarm_account`` is the account
     an SIA DC-09 alarm unit reports under; ``unit`` the unit it is for (a model's pilot may be
-    limited to units). The principal must participate and the model's pilot, if any, allow it.
+    limited to units); ``reason``, when given, is recorded in the history. The principal must
+    participate and the model's pilot, if any, allow it.
     """
     _check(_TEXT, model, "model")
     _check(_TEXT, serial, "serial")
@@ -109,6 +122,7 @@ def onboard_device(
         _check(_VERSION, firmware_version, "firmware version")
     if unit is not None and not 1 <= len(unit) <= 64:
         raise InvalidInputError(f"unit {unit!r} must have 1 to 64 characters")
+    why = _reason(reason)
     owner = get_principal(conn, principal)
     participation.require_participating(conn, principal)
     rules = current_policy(conn, principal)
@@ -129,7 +143,7 @@ def onboard_device(
                  None if alarm_account is None else alarm_account.upper(), firmware_version),
             )
             _history(conn, device_id, "onboarded", actor, principal=principal, model=model,
-                     serial=serial, **({} if unit is None else {"unit": unit}))
+                     serial=serial, **({} if unit is None else {"unit": unit}), **why)
     except psycopg.errors.UniqueViolation as exc:
         if exc.diag.constraint_name == "devices_alarm_account_key":
             raise ConflictError(f"alarm account {alarm_account} is already in use") from exc
@@ -166,8 +180,11 @@ def get_device(conn: Conn, device_id: str, principal: str | None = None) -> dict
     return row
 
 
-def pair(conn: Conn, *, peripheral_id: str, hub_id: str, actor: str) -> dict[str, Any]:
-    """Pair a peripheral with a hub (ending any earlier pairing); both of one principal."""
+def pair(conn: Conn, *, peripheral_id: str, hub_id: str, actor: str,
+         reason: str | None = None) -> dict[str, Any]:
+    """Pair a peripheral with a hub (ending any earlier pairing); both of one principal.
+    ``reason``, when given, is recorded in the history."""
+    why = _reason(reason)
     if peripheral_id == hub_id:
         raise InvalidInputError(f"device {hub_id} cannot be paired with itself")
     with conn.transaction():
@@ -189,7 +206,7 @@ def pair(conn: Conn, *, peripheral_id: str, hub_id: str, actor: str) -> dict[str
         conn.execute(
             "INSERT INTO pairings (hub_id, peripheral_id) VALUES (%s, %s)", (hub_id, peripheral_id)
         )
-        _history(conn, peripheral_id, "paired", actor, hub=hub_id)
+        _history(conn, peripheral_id, "paired", actor, hub=hub_id, **why)
     return {"peripheral_id": peripheral_id, "hub_id": hub_id}
 
 
@@ -203,12 +220,29 @@ def assign(
     actor: str,
     prescribing_unit: str | None = None,
     order: str | None = None,
+    until: date | None = None,
+    reason: str | None = None,
 ) -> dict[str, Any]:
     """Assign a device in stock to a patient from now on, under HSL or SoL; it delivers
-    ``order``, or else the patient's oldest open order it fits (provisioning/orders.py)."""
+    ``order``, or else the patient's oldest open order it fits (provisioning/orders.py).
+
+    ``until`` is the planned last day (the devices centre's calendar), today or later; the
+    assignment still ends only when the device is returned. ``reason``, when given, is
+    recorded in the history.
+    """
     if basis not in BASES:
         raise InvalidInputError(f"basis {basis!r} must be one of {', '.join(BASES)}")
+    why = _reason(reason)
     with conn.transaction():
+        if until is not None:
+            # Today as the database sees it, in the same transaction as valid_from = now(),
+            # so this check and the table's CHECK never disagree around midnight.
+            today = conn.execute("SELECT (now() AT TIME ZONE %s)::date",
+                                 (participation.CENTRE_ZONE.key,)).fetchone()
+            assert today is not None
+            if until < today[0]:
+                raise InvalidInputError(f"until {until.isoformat()} is before today"
+                                        f" {today[0].isoformat()}: a planned end cannot be past")
         # Lock first, then read: a concurrent assignment is seen, not raced.
         conn.execute("SELECT 1 FROM devices WHERE id = %s FOR UPDATE", (device_id,))
         device = get_device(conn, device_id)
@@ -225,9 +259,10 @@ def assign(
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 "INSERT INTO assignments (device_id, principal_code, patient_key, basis,"
-                " prescribing_unit, assigned_by) VALUES (%s, %s, %s, %s, %s, %s)"
-                " RETURNING id, valid_from",
-                (device_id, device["principal_code"], key, basis, prescribing_unit, actor),
+                " prescribing_unit, assigned_by, planned_until)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, valid_from",
+                (device_id, device["principal_code"], key, basis, prescribing_unit, actor,
+                 until),
             )
             row = cur.fetchone()
         assert row is not None
@@ -237,7 +272,8 @@ def assign(
         conn.execute("UPDATE devices SET state = 'assigned' WHERE id = %s", (device_id,))
         _history(conn, device_id, "assigned", actor, assignment=row["id"], basis=basis,
                  prescribing_unit=prescribing_unit,
-                 **({"order": delivered} if delivered else {}))
+                 **({"order": delivered} if delivered else {}),
+                 **({} if until is None else {"planned_until": until.isoformat()}), **why)
     return {
         "assignment_id": row["id"],
         "device_id": device_id,
@@ -245,6 +281,8 @@ def assign(
         "patient": patient,
         "basis": basis,
         "valid_from": row["valid_from"],
+        # ISO text, as the reports give dates: the project's JSON writer takes no bare dates.
+        **({} if until is None else {"planned_until": until.isoformat()}),
         **({"order_id": delivered} if delivered else {}),
     }
 

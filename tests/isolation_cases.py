@@ -163,7 +163,8 @@ CASES.update({
 })
 # Each report: naming principal 20 is refused; the caller's own report shows none of 20's.
 REPORTS = {"costs": {"month": "2026-11"}, "expiring": {"days": "400"}, "unlicensed": {},
-           "idle": {"days": "1"}, "deliveries": {"since": "2026-01-01", "until": "2027-01-01"}}
+           "idle": {"days": "1"}, "deliveries": {"since": "2026-01-01", "until": "2027-01-01"},
+           "overdue": {}}
 CASES.update({("GET", f"/v1/reports/{name}"): [
     Case(T, f"/v1/reports/{name}", {"principal": "20", **params}, expect=(403,)),
     Case(T, f"/v1/reports/{name}", params, expect=(200,)),

@@ -252,7 +252,8 @@ def test_deliveries_per_product_class_principal_and_month(fleet: Fleet) -> None:
         (lambda c: reports.deliveries(c, since=date(2024, 3, 1), until=date(2024, 3, 1)),
          "until 2024-03-01 must be after since 2024-03-01"),
         (lambda c: reports.to_csv("nope", []),
-         "report 'nope' is not one of costs, expiring, unlicensed, idle, deliveries, devices"),
+         "report 'nope' is not one of costs, expiring, unlicensed, idle, deliveries, overdue,"
+         " devices"),
     ],
     ids=["expiring", "idle", "deliveries", "csv"],
 )

@@ -67,7 +67,8 @@ def create_device(body: DeviceCreate, op: OperatorDep, conn: Conn,
         row = onboarding.onboard(
             conn, ca or b"", principal=principal, model=body.model, serial=body.serial,
             actor=op.actor, csr_pem=body.csr_pem, alarm_account=body.alarm_account,
-            firmware_version=body.firmware, unit=body.unit, broker_url=broker_url)
+            firmware_version=body.firmware, unit=body.unit, broker_url=broker_url,
+            reason=body.reason)
     # A password device can connect only once the broker's password file holds it; a
     # certificate needs nothing there (the CA chain admits it).
     if "mqtt_password" in row and ca is not None:
@@ -107,7 +108,8 @@ def pair(device_id: str, body: PairBody, op: OperatorDep, conn: Conn) -> Respons
         scoped_device(conn, op, device_id)
         # The hub is checked too, so a technician cannot probe another principal's hubs.
         scoped_device(conn, op, body.hub)
-        result = service.pair(conn, peripheral_id=device_id, hub_id=body.hub, actor=op.actor)
+        result = service.pair(conn, peripheral_id=device_id, hub_id=body.hub, actor=op.actor,
+                              reason=body.reason)
     return json_response(result)
 
 
@@ -119,7 +121,8 @@ def assign(device_id: str, body: AssignBody, op: OperatorDep, conn: Conn,
         scoped_device(conn, op, device_id)
         result = service.assign(conn, state.secret, device_id=device_id, patient=body.patient,
                                 basis=body.basis, actor=op.actor,
-                                prescribing_unit=body.prescribing_unit, order=body.order)
+                                prescribing_unit=body.prescribing_unit, order=body.order,
+                                until=body.until, reason=body.reason)
     return json_response(result)
 
 

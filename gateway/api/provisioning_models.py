@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Code = Field(min_length=1, max_length=64)
 Reason = Field(min_length=1, max_length=500)
+# Onboarding, pairing and assigning need no reason, but one given is kept in the history.
+OptionalReason = Field(default=None, min_length=1, max_length=500)
 
 
 class _In(BaseModel):
@@ -26,6 +28,7 @@ class DeviceCreate(_In):
     alarm_account: str | None = Field(default=None, min_length=1, max_length=16)
     csr_pem: str | None = Field(default=None, min_length=1, max_length=20000)
     unit: str | None = Field(default=None, min_length=1, max_length=64)
+    reason: str | None = OptionalReason
 
 
 class DevicePublic(BaseModel):
@@ -69,6 +72,7 @@ class PairBody(_In):
     """The hub to pair the device (a peripheral) with."""
 
     hub: str = Code
+    reason: str | None = OptionalReason
 
 
 class AssignBody(_In):
@@ -79,6 +83,9 @@ class AssignBody(_In):
     prescribing_unit: str | None = Field(default=None, min_length=1, max_length=100)
     order: str | None = Field(default=None, min_length=1, max_length=64,
                               description="the portal order it delivers")
+    until: date | None = Field(default=None,
+                               description="the planned last day, today or later (YYYY-MM-DD)")
+    reason: str | None = OptionalReason
 
 
 class ReturnBody(_In):

@@ -112,3 +112,11 @@ def delivered(conn: Conn, principal: PrincipalQuery, since: date, until: date,
     """Devices delivered per month, principal and product class (``until`` excluded)."""
     return _run(conn, "deliveries", fmt, lambda c: reports.deliveries(
         c, since=since, until=until, principal=principal))
+
+
+@router.get("/reports/overdue")
+def overdue(conn: Conn, principal: PrincipalQuery, fmt: Format = "json") -> Response:
+    """Devices still with a patient after their assignment's planned end (no patient
+    reference), longest overdue first."""
+    return _run(conn, "overdue", fmt, lambda c: reports.overdue_assignments(
+        c, principal=principal))

@@ -191,10 +191,11 @@ def _act(request: Request, who: Caller, scoped: Connection, conn: Connection,
 @router.post("/devices/{device_id}/assign", response_class=HTMLResponse)
 def assign(request: Request, device_id: str, who: CsrfCaller, scoped: ScopedConn, conn: Conn,
            state: State, patient: Text = "", basis: Text = "",
-           prescribing_unit: Text = "") -> Response:
+           prescribing_unit: Text = "", until: Text = "") -> Response:
     """Assign the device to a patient (``POST /v1/devices/{id}/assign``)."""
     op = operator(who)
-    values = {"patient": patient, "basis": basis, "prescribing_unit": prescribing_unit}
+    values = {"patient": patient, "basis": basis, "prescribing_unit": prescribing_unit,
+              "until": until}
     body, errors = _body(request, AssignBody, "assign", values)
     return _act(request, who, scoped, conn, device_id, "assign", body, errors,
                 lambda b: provisioning.assign(device_id, b, op, conn, state), values)

@@ -58,6 +58,7 @@ _SV: dict[str, str] = {
     "action.recondition": "Rekonditionera", "action.revoke": "Spärra behörigheter",
     "field.patient": "Patientreferens", "field.basis": "Lagrum",
     "field.unit": "Förskrivande enhet (valfritt)", "field.reason": "Orsak",
+    "field.until": "Planerad sista dag (valfritt)",
     "field.fault": "Rapporterat fel (valfritt)", "field.revoke_reason": "Spärrorsak (RFC 5280)",
     "done.assign": "Enheten är utlämnad.", "done.return": "Enheten är återlämnad.",
     "done.recondition": "Rekonditionering startad; enheten behåller sina behörigheter tills"
@@ -146,6 +147,7 @@ _EN: dict[str, str] = {
     "action.recondition": "Recondition", "action.revoke": "Revoke credentials",
     "field.patient": "Patient reference", "field.basis": "Legal basis",
     "field.unit": "Prescribing unit (optional)", "field.reason": "Reason",
+    "field.until": "Planned last day (optional)",
     "field.fault": "Reported fault (optional)", "field.revoke_reason": "Revocation reason"
     " (RFC 5280)",
     "done.assign": "The device is assigned.", "done.return": "The device is taken back.",
