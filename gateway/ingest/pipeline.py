@@ -102,6 +102,8 @@ class Gateway:
             self._client.username_pw_set(target.username, target.password)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None
         self._client.on_message = self._on_message
         self._writers = [
             threading.Thread(target=self._write_loop, args=(lane,), daemon=True,
@@ -227,9 +229,21 @@ class Gateway:
         self._generation += 1
         if flags.session_present:
             self._drop_stale()
-        client.subscribe(self.config.subscription, qos=1)
-        self._connected.set()
+        # Connected counts from the SUBACK, not the CONNECT: a device that publishes in
+        # between would find no subscriber, and without a session its message has no home.
+        _, self._subscribe_mid = client.subscribe(self.config.subscription, qos=1)
         log.info("gateway connected (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: Any, properties: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("broker refused the gateway's subscription to %s: %s",
+                      self.config.subscription, refused[0])
+            return
+        self._connected.set()
 
     def _drop_stale(self) -> None:
         """Forget queued messages of an earlier connection: the resumed session redelivers
