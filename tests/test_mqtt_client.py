@@ -84,14 +84,17 @@ def test_every_payload_arrives_whole_and_in_order_across_a_reconnect(
         wait_for(lambda: receiver.client.is_connected() or None, timeout=30,
                  what="the receiver back on the restarted broker")
         _publish(mosquitto, 3000, 5000)
-        wait_for(lambda: receiver.count() >= 5000 or None, timeout=60, what="5,000 messages")
+        wait_for(lambda: len({t for t, _ in receiver.got}) >= 5000 or None, timeout=60,
+                 what="5,000 distinct messages")
     finally:
         receiver.client.disconnect()
         receiver.client.loop_stop()
-    assert receiver.count() == 5000
-    expected = [(f"rx/{i}", _payload(i)) for i in range(5000)]
-    mismatches = [i for i, pair in enumerate(receiver.got) if pair != expected[i]]
-    assert mismatches == [], f"first differing message: {mismatches[:5]}"
+    # QoS 1 may deliver a message again after the restart (its PUBACK had not reached the
+    # broker): copies are allowed, cut or mixed bytes and gaps are not.
+    damaged = [t for t, body in receiver.got if body != _payload(int(t.split("/")[1]))]
+    assert damaged == [], f"first damaged messages: {damaged[:5]}"
+    firsts = list(dict.fromkeys(int(t.split("/")[1]) for t, _ in receiver.got))
+    assert firsts == list(range(5000))
 
 
 @pytest.mark.parametrize("size", [65_536 * 3 + 17])
