@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from adapters.model import dumps
-from gateway.cli_common import actor, connect, settings_of, sync_broker
+from gateway.cli_common import actor, connect, fail, settings_of, sync_broker
 from gateway.settings import ca_passphrase, device_broker_url, server_secret
-from provisioning import lifecycle, onboarding, participation, service
+from provisioning import lifecycle, onboarding, participation, pki, service
 
 
 @click.group("principal")
@@ -63,6 +66,39 @@ def principal_list(ctx: click.Context) -> None:
     with connect(settings_of(ctx)) as conn:
         for row in service.list_principals(conn):
             click.echo(dumps(row))
+
+
+@principal_group.command("crl")
+@click.argument("code")
+@click.option("--pem", is_flag=True, help="PEM text instead of DER.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              default=None, help="Write the CRL to FILE [default: standard output].")
+@click.pass_context
+def principal_crl(ctx: click.Context, code: str, pem: bool, out: Path | None) -> None:
+    """The principal's current CRL (DER, RFC 5280), re-signed only when the last one is near
+    its next update or misses a revocation; with --out a JSON summary is printed."""
+    stdout = sys.stdout.buffer
+    if out is None and not pem and stdout.isatty():
+        # Raw DER garbles the terminal; checked before the database is touched.
+        fail("a DER CRL is binary: give --out FILE, pipe it, or use --pem", 2)
+    settings = settings_of(ctx)
+    with connect(settings) as conn:
+        crl = pki.current_crl(conn, ca_passphrase(settings), code)
+        # A re-signed CRL is stored with its new number; committed, the next call serves it.
+        conn.commit()
+    data = crl.public_bytes(serialization.Encoding.PEM if pem else serialization.Encoding.DER)
+    if out is None:
+        stdout.write(data)
+        stdout.flush()
+        return
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        fail(f"--out {out}: {exc.strerror or exc}")
+    number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    click.echo(dumps({"principal": code, "out": str(out), "format": "pem" if pem else "der",
+                      "crl_number": number, "next_update": crl.next_update_utc,
+                      "revoked": len(crl)}))
 
 
 @click.group("device")

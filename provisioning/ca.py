@@ -183,9 +183,9 @@ def _ca_certificate(key: PrivateKey, issuer: Authority | None, principal: str | 
     return builder.sign(signer, digest_for(signer))
 
 
-def crl_pem(conn: Conn, passphrase: bytes, principal: str, now: datetime | None = None) -> bytes:
-    """A fresh CRL of the principal's intermediate CA listing its unexpired revoked serials."""
-    moment = now_or(now)
+def _sign_crl(conn: Conn, passphrase: bytes, principal: str,
+              moment: datetime) -> x509.CertificateRevocationList:
+    """Sign the next CRL of the principal's intermediate CA and keep it as the CA's latest."""
     ca = authority(conn, passphrase, principal, moment)
     with conn.transaction():
         row = conn.execute(
@@ -198,23 +198,77 @@ def crl_pem(conn: Conn, passphrase: bytes, principal: str, now: datetime | None 
             " WHERE principal_code = %s AND revoked_at IS NOT NULL AND not_after > %s"
             " ORDER BY revoked_at, serial", (principal, moment),
         ).fetchall()
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
-        # A CRL "not yet valid" on a broker whose clock lags would shut out the principal.
-        .last_update(moment - BACKDATE)
-        .next_update(moment + CRL_LIFETIME)
-        .add_extension(x509.CRLNumber(int(row[0])), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-                       critical=False)
-    )
-    for serial, revoked_at, reason in revoked:
-        entry = (x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
-                 .revocation_date(revoked_at))
-        if reason != "unspecified":
-            entry = entry.add_extension(x509.CRLReason(x509.ReasonFlags[reason]), critical=False)
-        builder = builder.add_revoked_certificate(entry.build())
-    return builder.sign(ca.key, digest_for(ca.key)).public_bytes(serialization.Encoding.PEM)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca.certificate.subject)
+            # A CRL "not yet valid" on a broker whose clock lags would shut out the principal.
+            .last_update(moment - BACKDATE)
+            .next_update(moment + CRL_LIFETIME)
+            .add_extension(x509.CRLNumber(int(row[0])), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca.key.public_key()), critical=False)
+        )
+        for serial, revoked_at, reason in revoked:
+            entry = (x509.RevokedCertificateBuilder().serial_number(int(serial, 16))
+                     .revocation_date(revoked_at))
+            if reason != "unspecified":
+                entry = entry.add_extension(x509.CRLReason(x509.ReasonFlags[reason]),
+                                            critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        crl = builder.sign(ca.key, digest_for(ca.key))
+        # Kept in the same transaction as the number, so the stored CRL is always the one
+        # that carries the CA's latest crl_number.
+        conn.execute(
+            "UPDATE certificate_authorities SET crl_der = %s, crl_next_update = %s"
+            " WHERE principal_code = %s",
+            (crl.public_bytes(serialization.Encoding.DER), moment + CRL_LIFETIME, principal),
+        )
+    return crl
+
+
+def crl_pem(conn: Conn, passphrase: bytes, principal: str, now: datetime | None = None) -> bytes:
+    """A fresh CRL of the principal's intermediate CA listing its unexpired revoked serials."""
+    crl = _sign_crl(conn, passphrase, principal, now_or(now))
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def current_crl(conn: Conn, passphrase: bytes | None, principal: str,
+                now: datetime | None = None) -> x509.CertificateRevocationList:
+    """The principal's CRL as published: the one signed last (at a revocation's broker sync
+    or a broker refresh) while it lists every revoked serial and more than half of
+    CRL_LIFETIME remains before its next update, else a freshly signed one.
+
+    ``passphrase`` is needed only to sign; without it a CRL that must be re-signed raises
+    PassphraseError.
+    """
+    moment = now_or(now)
+    row = conn.execute(
+        "SELECT crl_der, crl_next_update FROM certificate_authorities"
+        " WHERE principal_code = %s", (principal,),
+    ).fetchone()
+    if row is None:
+        if conn.execute("SELECT 1 FROM principals WHERE code = %s",
+                        (principal,)).fetchone() is None:
+            raise NotFoundError(f"principal {principal} does not exist")
+        raise NotFoundError(f"principal {principal} has no intermediate CA yet")
+    stored, next_update = row
+    if stored is not None and next_update - moment >= CRL_LIFETIME / 2:
+        crl = x509.load_der_x509_crl(bytes(stored))
+        listed = {format(entry.serial_number, "x") for entry in crl}
+        # Revocations need no CA key (lifecycle revokes without one), so one made since the
+        # stored CRL was signed shows only here: a serial the registry revoked that the
+        # stored CRL does not list.
+        unlisted = conn.execute(
+            "SELECT 1 FROM certificates WHERE principal_code = %s AND revoked_at IS NOT NULL"
+            " AND not_after > %s AND NOT serial = ANY(%s) LIMIT 1",
+            (principal, moment, sorted(listed)),
+        ).fetchone()
+        if unlisted is None:
+            return crl
+    if passphrase is None:
+        raise PassphraseError(f"principal {principal}'s CRL must be re-signed and the CA"
+                              " passphrase is not configured")
+    return _sign_crl(conn, passphrase, principal, moment)
 
 
 def _ca_pems(conn: Conn, principal: str | None, *, every: bool = False) -> list[str]:

@@ -23,6 +23,7 @@ from provisioning.ca import (
     authority,
     chain_pem,
     crl_pem,
+    current_crl,
     ensure_authorities,
     generate_key,
     key_algorithm_of,
@@ -243,7 +244,7 @@ def due_for_renewal(conn: Conn, now: datetime | None = None) -> list[dict[str, A
 
 # What other modules use from here, including what moved to provisioning.ca.
 __all__ = [
-    "REASONS", "Issued", "PassphraseError", "chain_pem", "crl_pem", "due_for_renewal",
-    "ensure_authorities", "generate_key", "issue", "key_algorithm_of", "renew", "revoke",
-    "server_certificate", "trust_bundle_pem",
+    "REASONS", "Issued", "PassphraseError", "chain_pem", "crl_pem", "current_crl",
+    "due_for_renewal", "ensure_authorities", "generate_key", "issue", "key_algorithm_of",
+    "renew", "revoke", "server_certificate", "trust_bundle_pem",
 ]

@@ -236,6 +236,13 @@ CASES.update({
     ("POST", "/v1/clients/{client_id}/disable"): [
         Case(Role.ADMIN, "/v1/clients/ac-of-principal-20/disable")],
 })
+# A principal's CRL (the route of `principal crl`): a technician of another principal finds
+# none, in either encoding; admins act for every principal, so they may read it.
+CASES.update({
+    ("GET", "/v1/principals/{code}/crl"): [
+        Case(T, "/v1/principals/20/crl"),
+        Case(T, "/v1/principals/20/crl", {"format": "pem"})],
+})
 
 # The console: the same walls as the API, for technicians and for admins (the console confines
 # an admin to its token's principal too). Pages of the caller's own principal show none of

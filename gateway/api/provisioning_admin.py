@@ -1,17 +1,20 @@
-"""Certificate renewal (``/devices/{id}/renew``, ``/devices/renew-due``) and API clients
-(``/clients``), included under ``/v1`` by ``gateway.api.provisioning``: the routes of
-``aidlink device renew`` and ``aidlink client …``, over the same service functions."""
+"""Certificate renewal (``/devices/{id}/renew``, ``/devices/renew-due``), principals' CRLs
+(``/principals/{code}/crl``) and API clients (``/clients``), included under ``/v1`` by
+``gateway.api.provisioning``: the routes of ``aidlink device renew``, ``aidlink principal
+crl`` and ``aidlink client …``, over the same service functions."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from cryptography.hazmat.primitives import serialization
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Conn
 from gateway.api.provisioning_common import (
     AdminDep,
+    MaybePassphrase,
     OperatorDep,
     Passphrase,
     json_response,
@@ -95,6 +98,30 @@ def renew(device_id: str, op: OperatorDep, conn: Conn, ca: Passphrase,
                            csr_pem=chosen.csr_pem,
                            keep_key=chosen.csr_pem is None and not chosen.new_key)
     return json_response(_issued(device_id, issued))
+
+
+# RFC 2585 registers application/pkix-crl for a DER CRL; PEM has no registered type, and
+# application/x-pem-file is what tools (curl, browsers) save as a .pem file.
+CRL_MEDIA_TYPES = {"der": "application/pkix-crl", "pem": "application/x-pem-file"}
+CRL_ENCODINGS = {"der": serialization.Encoding.DER, "pem": serialization.Encoding.PEM}
+
+
+@router.get("/principals/{code}/crl", response_class=Response, responses={200: {
+    "description": "The principal's CRL, DER unless ``format=pem``.",
+    "content": {media: {} for media in CRL_MEDIA_TYPES.values()}}})
+def principal_crl(code: Annotated[str, Path(min_length=1, max_length=32, pattern=_PRINTABLE)],
+                  op: OperatorDep, conn: Conn, ca: MaybePassphrase,
+                  fmt: Annotated[Literal["der", "pem"], Query(alias="format")] = "der",
+                  ) -> Response:
+    """The CRL of the principal's intermediate CA: the one signed last while it is well
+    inside its validity and lists every revocation, else a fresh one (which needs the CA
+    passphrase: 503 without it)."""
+    if op.scope is not None and op.scope != code:
+        # Another principal's CRL is as unknown as a missing principal's.
+        raise HTTPException(404, f"principal {code} does not exist")
+    with mapped_errors(), conn.transaction():
+        crl = pki.current_crl(conn, ca, code)
+    return Response(crl.public_bytes(CRL_ENCODINGS[fmt]), media_type=CRL_MEDIA_TYPES[fmt])
 
 
 def _own_client(conn: Conn, principal: str, client_id: str) -> None:
