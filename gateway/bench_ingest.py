@@ -380,6 +380,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
     figures["settings"] = {"batch_max_rows": settings.batch_max_rows,
                            "batch_max_delay_ms": settings.batch_max_delay_ms,
                            "receive_maximum": settings.receive_maximum,
+                           "writers": settings.writers,
                            "mqtt_protocol": settings.mqtt_protocol,
                            "publisher_window_per_connection": load.WINDOW,
                            "max_backlog_readings": opts["max_backlog"], "warmup_s": WARMUP_S,
