@@ -85,6 +85,16 @@ def api_client(database_url: str, **options: Any) -> Iterator[TestClient]:
         yield client
 
 
+def onboard_over_api(api: TestClient, serial: str, headers: dict[str, str],
+                     model: str = "bpm") -> dict[str, Any]:
+    """Onboard one device through ``POST /v1/devices``; the 201 answer's body."""
+    response = api.post("/v1/devices", json={"model": model, "serial": serial},
+                        headers=headers)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def bearer(principal: str, role: Role = Role.CLINICIAN) -> dict[str, str]:
     """Authorization header for a principal and role.
 

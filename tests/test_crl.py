@@ -23,7 +23,7 @@ from gateway.auth import Role
 from gateway.cli import main
 from provisioning import pki
 from provisioning.ca import CRL_LIFETIME
-from tests.support import SECRET, Fleet, bearer, seed
+from tests.support import SECRET, Fleet, api_client, bearer, onboard_over_api, seed
 
 PASSPHRASE = b"crl-test-ca-passphrase-0123456789"
 # Principal 2080 requires mutual TLS, so its devices get certificates at onboarding.
@@ -41,18 +41,12 @@ def fleet(database_url: str) -> Fleet:
 
 @pytest.fixture
 def api(database_url: str, fleet: Fleet) -> Iterator[TestClient]:
-    app = create_app(database_url=database_url, secret=SECRET, ca_passphrase=PASSPHRASE,
-                     rate_limit=None)
-    with TestClient(app) as client:
+    with api_client(database_url, ca_passphrase=PASSPHRASE, rate_limit=None) as client:
         yield client
 
 
 def _onboard(api: TestClient, serial: str) -> dict[str, Any]:
-    response = api.post("/v1/devices", json={"model": "bpm", "serial": serial},
-                        headers=TECH_2080)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return onboard_over_api(api, serial, TECH_2080)
 
 
 def _revoke(api: TestClient, device_id: str) -> None:

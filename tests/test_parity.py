@@ -20,11 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
-from gateway.api.app import create_app
 from gateway.auth import Role
 from gateway.cli import main
 from provisioning import licences, lifecycle, reports
-from tests.support import SECRET, Fleet, bearer, seed
+from tests.support import Fleet, api_client, bearer, onboard_over_api, seed
 
 PASSPHRASE = b"parity-test-ca-passphrase-0123"
 # Principal 20 gives devices passwords; principal 2080 requires mutual TLS.
@@ -41,18 +40,12 @@ def fleet(database_url: str) -> Fleet:
 
 @pytest.fixture
 def api(database_url: str, fleet: Fleet) -> Iterator[TestClient]:
-    app = create_app(database_url=database_url, secret=SECRET, ca_passphrase=PASSPHRASE,
-                     rate_limit=None)
-    with TestClient(app) as client:
+    with api_client(database_url, ca_passphrase=PASSPHRASE, rate_limit=None) as client:
         yield client
 
 
 def _onboard(api: TestClient, serial: str) -> dict[str, Any]:
-    response = api.post("/v1/devices", json={"model": "bpm", "serial": serial},
-                        headers=TECH_2080)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return onboard_over_api(api, serial, TECH_2080)
 
 
 def _expire_soon(url: str, device: str, days: int) -> None:
