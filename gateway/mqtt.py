@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from gateway.mqtt_publish import decode_publish
 
 # What one read from the socket may take. A QoS 1 reading is some 60-200 bytes on the wire,
 # so one read carries hundreds of them.
@@ -94,6 +97,23 @@ class BufferedClient(mqtt.Client):
     def _sock_close(self) -> None:
         self._read_ahead, self._read_pos = b"", 0
         super()._sock_close()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        # QoS 0 and 1 messages, all an aidlink client receives, are decoded by
+        # gateway.mqtt_publish; paho keeps QoS 2, its state machine, and the invalid QoS 3.
+        header = self._in_packet["command"]
+        if header & 0x04:
+            return super()._handle_publish()
+        message = decode_publish(header, self._in_packet["packet"],
+                                 mqtt5=self._protocol == mqtt.MQTTv5)
+        message.timestamp = time.monotonic()
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBLISH (d%d, q%d, r%d, m%d), %r, (%d bytes)",
+                       message.dup, message.qos, message.retain, message.mid, message._topic,
+                       len(message.payload))
+        self._handle_on_message(message)
+        if message.qos == 1 and not self._manual_ack:
+            return self._send_puback(message.mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 def new_client(client_id: str, *, protocol: int, persistent: bool = False) -> mqtt.Client:
