@@ -134,13 +134,17 @@ def _lock(conn: psycopg.Connection[Any], client_ids: list[str]) -> dict[str, _Cl
 
     A client seen for the first time has no row to lock; two gateways taking its first
     messages at once both start it, and the upsert keeps the higher number."""
+    # Joins on the unnested ids rather than "= ANY(%s)", which a generic plan of the prepared
+    # statement evaluates against the whole array for every row (see registry_cache).
     counters = dict(conn.execute(
-        "SELECT client_id, last_seq FROM client_sequences WHERE client_id = ANY(%s)"
-        " ORDER BY client_id FOR UPDATE",
+        "SELECT c.client_id, c.last_seq FROM client_sequences c"
+        " JOIN unnest(%s::text[]) AS w(id) ON w.id = c.client_id"
+        " ORDER BY c.client_id FOR UPDATE OF c",
         (client_ids,),
     ).fetchall())
     rows = conn.execute(
-        "SELECT client_id, id, principal_code FROM devices WHERE client_id = ANY(%s)",
+        "SELECT d.client_id, d.id, d.principal_code FROM devices d"
+        " JOIN unnest(%s::text[]) AS w(id) ON w.id = d.client_id",
         (client_ids,),
     ).fetchall()
     return {r[0]: _Client(r[1], r[2], counters.get(r[0])) for r in rows}

@@ -69,10 +69,13 @@ class RegistryCache:
         ids = {self._by_client[c] for c in clients if c in self._by_client}
         ids.update(d for d in devices if d in self._devices)
         ordered = sorted(ids)
+        # A join on the unnested ids, not "= ANY(%s)": once psycopg prepares the statement,
+        # PostgreSQL may settle on a generic plan, which tests every row against the whole
+        # array; the join hashes the ids whatever the plan.
         state = {
             r[0]: (r[1], r[2]) for r in self._conn.execute(
-                "SELECT device_id, clock_offset_s, online FROM device_state"
-                " WHERE device_id = ANY(%s)", (ordered,))
+                "SELECT s.device_id, s.clock_offset_s, s.online FROM device_state s"
+                " JOIN unnest(%s::text[]) AS w(id) ON w.id = s.device_id", (ordered,))
         }
         rows = {}
         for device_id in ordered:
@@ -86,8 +89,9 @@ class RegistryCache:
         return {
             (r[0], r[1]): SequenceState(r[2], r[3], r[4])
             for r in self._conn.execute(
-                "SELECT device_id, channel, last_sequence, requested_after, requested_at"
-                " FROM record_sequences WHERE device_id = ANY(%s)", (device_ids,))
+                "SELECT r.device_id, r.channel, r.last_sequence, r.requested_after,"
+                " r.requested_at FROM record_sequences r"
+                " JOIN unnest(%s::text[]) AS w(id) ON w.id = r.device_id", (device_ids,))
         }
 
     def _check_version(self) -> None:
