@@ -29,10 +29,10 @@ def _payload(index: int) -> bytes:
 
 
 class _Receiver:
-    def __init__(self, broker: MosquittoProcess) -> None:
+    def __init__(self, broker: MosquittoProcess, client_id: str = "read-ahead-receiver") -> None:
         self.got: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
-        self.client = new_client("read-ahead-receiver", protocol=4, persistent=True)
+        self.client = new_client(client_id, protocol=4, persistent=True)
         self.client.on_message = self._on_message
         self.client.on_connect = lambda client, userdata, flags, rc, props: (
             client.subscribe("rx/#", qos=1))
@@ -114,3 +114,43 @@ def test_a_payload_larger_than_the_read_chunk(mosquitto: MosquittoProcess, size:
         receiver.client.disconnect()
         receiver.client.loop_stop()
     assert receiver.got == [("rx/big", body)]
+
+
+def test_topic_callbacks_still_routed(mosquitto: MosquittoProcess) -> None:
+    """on_message alone skips paho's topic matching; a topic callback brings it back."""
+    plain: list[str] = []
+    routed: list[str] = []
+    rest: list[str] = []
+    bare = _Receiver(mosquitto)
+    bare.client.on_message = lambda client, userdata, msg: plain.append(msg.topic)
+    bare.connect()
+    special = _Receiver(mosquitto, "read-ahead-routed")
+    special.client.on_message = lambda client, userdata, msg: rest.append(msg.topic)
+    special.client.message_callback_add("rx/7", lambda client, userdata, msg: routed.append(
+        msg.topic))
+    special.connect()
+    try:
+        _publish(mosquitto, 0, 10)
+        wait_for(lambda: (len(plain) >= 10 and len(routed) + len(rest) >= 10) or None,
+                 timeout=30, what="10 messages at both receivers")
+    finally:
+        for receiver in (bare, special):
+            receiver.client.disconnect()
+            receiver.client.loop_stop()
+    assert sorted(set(plain)) == sorted(f"rx/{i}" for i in range(10))
+    assert set(routed) == {"rx/7"}
+    assert "rx/7" not in rest and len(set(rest)) == 9
+
+
+def test_an_on_message_error_reaches_the_loop_unless_suppressed() -> None:
+    client = new_client("raiser", protocol=5)
+
+    def fail(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        raise RuntimeError("callback failed")
+
+    client.on_message = fail
+    message = mqtt.MQTTMessage(mid=1, topic=b"rx/1")
+    with pytest.raises(RuntimeError, match="callback failed"):
+        client._handle_on_message(message)
+    client.suppress_exceptions = True
+    client._handle_on_message(message)
