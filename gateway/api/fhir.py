@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from adapters.catalogue import BY_LOINC_ONLY, BY_MDC, LOINC, MDC, UCUM, Metric
@@ -47,6 +48,7 @@ _PULSE_INTERPRETED: dict[str, tuple[str, str]] = {
     "pulse_rate_above_range": ("H", "High"),
     "pulse_rate_below_range": ("L", "Low"),
 }
+_PULSE_TABLE = {**_INTERPRETED, **_PULSE_INTERPRETED}
 # Panels by LOINC: catalogue rows without units are groups, not values (adapters/catalogue.py).
 PANELS: dict[str, Metric] = {m.loinc: m for m in [*BY_MDC.values(), *BY_LOINC_ONLY.values()]
                              if not m.units}
@@ -75,7 +77,10 @@ def _metric(mdc: int | None, loinc: str) -> Metric | None:
     return BY_MDC.get(mdc) if mdc is not None else BY_LOINC_ONLY.get(loinc)
 
 
-def _codings(mdc: int | None, loinc: str) -> list[dict[str, Any]]:
+@cache
+def _codings(mdc: int | None, loinc: str) -> tuple[dict[str, Any], ...]:
+    # One tuple per code, shared by every resource that carries it (a 30-day page repeats
+    # the same few codes a thousand times); resources only hold it, nothing changes it.
     metric = _metric(mdc, loinc)
     codings: list[dict[str, Any]] = []
     if mdc is not None:
@@ -87,7 +92,7 @@ def _codings(mdc: int | None, loinc: str) -> list[dict[str, Any]]:
     if metric is not None and metric.loinc == loinc:
         entry["display"] = metric.display
     codings.append(entry)
-    return codings
+    return tuple(codings)
 
 
 def _exact(number: Any) -> Decimal:
@@ -135,9 +140,9 @@ def _value(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _interpretation(flags: list[str], mdc: int | None) -> list[dict[str, Any]]:
-    table = dict(_INTERPRETED)
-    if mdc == _PULSE_MDC:
-        table.update(_PULSE_INTERPRETED)
+    if not flags:
+        return []
+    table = _PULSE_TABLE if mdc == _PULSE_MDC else _INTERPRETED
     codes = [table[flag] for flag in flags if flag in table]
     return [{"coding": [{"system": _INTERPRETATION, "code": code, "display": display}]}
             for code, display in codes]
@@ -152,7 +157,7 @@ def _subject(row: dict[str, Any], patient_ref: str | None) -> dict[str, Any]:
     return {}
 
 
-def _base(reading: Reading, code: list[dict[str, Any]], metric: Metric | None,
+def _base(reading: Reading, code: tuple[dict[str, Any], ...], metric: Metric | None,
           patient_ref: str | None) -> dict[str, Any]:
     first = reading.rows[0]
     resource: dict[str, Any] = {"resourceType": "Observation", "id": observation_id(reading),

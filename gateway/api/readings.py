@@ -126,7 +126,7 @@ def fetch_readings(
         f" AND COALESCE(o.panel, o.code) = p.grp WHERE {' AND '.join(outer)}"
         f" ORDER BY p.{order.replace(', ', ', p.')}, o.mdc NULLS LAST, o.code"
     )
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=dict_row, binary=True) as cur:
         cur.execute(sql.encode(), params)
         rows = cur.fetchall()
     readings: list[Reading] = []
