@@ -28,7 +28,10 @@ class ApiState:
     token_ttl_seconds: int
 
 
-def api_state(request: Request) -> ApiState:
+# ``async``, as it neither blocks nor waits: FastAPI runs every plain ``def`` dependency on a
+# worker thread, a hop for each of them on every request. (The role checks stay plain
+# functions: the console calls them directly.)
+async def api_state(request: Request) -> ApiState:
     """The application's shared state."""
     state: ApiState = request.app.state.aidlink
     return state
