@@ -266,6 +266,19 @@ def test_scoping_refuses_what_would_bypass_the_policies(database_url: str) -> No
             scoping.enter(conn, "", scoping.API_ROLE)
 
 
+def test_scoping_lasts_one_transaction(database_url: str, fleet: Fleet) -> None:
+    with psycopg.connect(database_url) as conn:
+        for role in scoping.ROLES:
+            scoping.enter(conn, "20", role)
+            assert conn.execute("SELECT current_user, current_setting('aidlink.principal')"
+                                ).fetchone() == (role, "20")
+            conn.commit()
+            after = conn.execute(
+                "SELECT current_user, current_setting('aidlink.principal', true)").fetchone()
+            assert after is not None and after[0] != role and after[1] in (None, "")
+            conn.commit()
+
+
 @pytest.fixture
 def owner_url(database_url: str, pg_server: PostgresProcess) -> Iterator[str]:
     """A database owned and migrated by an ordinary (not superuser) role, as in production

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 API_ROLE = "aidlink_api"
 AUDIT_ROLE = "aidlink_audit"
@@ -32,5 +31,7 @@ def enter(conn: psycopg.Connection[Any], principal: str, role: str) -> None:
         # SET LOCAL outside a transaction only warns and changes nothing: the queries would
         # run as the owner, past every policy.
         raise ScopingError("scoping needs a connection that is not in autocommit mode")
-    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-    conn.execute("SELECT set_config('aidlink.principal', %s, true)", (principal,))
+    # One round trip for both: set_config('role', ..., true) is SET LOCAL ROLE, with the same
+    # membership check. The role was checked against ROLES above.
+    conn.execute("SELECT set_config('role', %s, true), set_config('aidlink.principal', %s, true)",
+                 (role, principal))
