@@ -38,7 +38,7 @@ import psycopg
 from gateway import bench_ingest_load as load
 from gateway import bench_ingest_plot as report
 from gateway import db
-from gateway.services.host import find_free_port
+from gateway.services.host import find_free_port, read_pid
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import PostgresProcess
 from gateway.settings import Settings
@@ -71,10 +71,11 @@ class _Run:
     hold: bool = True
     max_backlog: int = MAX_BACKLOG
     consumed: Callable[[], float] = lambda: 0.0
-    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     gateways: list[psutil.Process] = field(default_factory=list)
     watched: dict[str, psutil.Process] = field(default_factory=dict)
+    postgres: psutil.Process | None = None
 
     def published(self) -> int:
         return int(sum(self.control.published[:]))
@@ -168,6 +169,27 @@ def _drain(run: _Run, timeout: float) -> bool:
     return False
 
 
+def _cpu_seconds(run: _Run) -> dict[str, float]:
+    """CPU time so far of the gateways, Mosquitto and PostgreSQL (all its processes): CPU per
+    reading does not move with the machine's load as much as readings per second do."""
+    groups = {"gateway": list(run.gateways)}
+    if "mosquitto" in run.watched:
+        groups["mosquitto"] = [run.watched["mosquitto"]]
+    if run.postgres is not None:
+        groups["postgresql"] = [run.postgres, *run.postgres.children(recursive=True)]
+    spent = {}
+    for name, procs in groups.items():
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue  # a backend that ended between the listing and the reading
+            total += times.user + times.system
+        spent[name] = total
+    return spent
+
+
 def _phase(run: _Run, name: str, seconds: float, rate: float) -> None:
     """Publish for the warm-up and ``seconds``; the measured window is the latter."""
     run.phase = name
@@ -175,10 +197,13 @@ def _phase(run: _Run, name: str, seconds: float, rate: float) -> None:
     run.hold = False
     time.sleep(WARMUP_S)
     begin, published, consumed = time.time(), run.published(), run.consumed()
+    cpu = _cpu_seconds(run)
     time.sleep(seconds)
+    after = _cpu_seconds(run)
     run.phases[name] = {"begin": begin, "end": time.time(), "rate": rate,
                         "published": run.published() - published,
-                        "consumed": run.consumed() - consumed}
+                        "consumed": run.consumed() - consumed,
+                        "cpu_s": {k: round(after[k] - cpu.get(k, 0.0), 3) for k in after}}
 
 
 @contextmanager
@@ -313,7 +338,8 @@ def _gateways(url: str, broker: MosquittoProcess, root: Path,
                 proc.wait()
 
 
-def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
+def _measure(root: Path, url: str, opts: dict[str, Any],
+             postgres: psutil.Process | None) -> dict[str, Any]:
     settings = Settings()
     load_at_start = [round(v, 2) for v in os.getloadavg()]
     clients = load.register_fleet(url, secrets.token_bytes(32), opts["devices"], _say)
@@ -323,6 +349,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any]) -> dict[str, Any]:
         broker = stack.enter_context(MosquittoProcess(data_dir=root / "mqtt"))
         run = stack.enter_context(_publishers(broker, clients, opts["publishers"]))
         run.max_backlog = opts["max_backlog"]
+        run.postgres = postgres
         if broker.pid is not None:
             run.watched["mosquitto"] = psutil.Process(broker.pid)
         stop = threading.Event()
@@ -434,7 +461,8 @@ def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float =
         with PostgresProcess(data_dir=root / "pg", durable=True, settings=PG_SETTINGS) as pg:
             url = pg.create_database("bench")
             db.migrate(url)
-            figures = _measure(root, url, opts)
+            pid = read_pid(root / "pg" / "postmaster.pid")
+            figures = _measure(root, url, opts, None if pid is None else psutil.Process(pid))
             figures["machine"] = {**report.machine(url), "load_average_at_start":
                                   figures.pop("load_average_at_start")}
     figures["options"] = opts

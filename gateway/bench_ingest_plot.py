@@ -40,7 +40,7 @@ def _latency(values_s: list[float]) -> dict[str, Any]:
             "mean_ms": round(statistics.fmean(ms), 2)}
 
 
-def analyse(url: str, phases: dict[str, dict[str, float]], started: float,
+def analyse(url: str, phases: dict[str, dict[str, Any]], started: float,
             per_reading: float, probe: list[tuple[str, float, float]]) -> dict[str, Any]:
     """Rates and latencies of the run from the store's publish and commit time stamps."""
     with psycopg.connect(url) as conn:
@@ -81,7 +81,8 @@ def analyse(url: str, phases: dict[str, dict[str, float]], started: float,
                        "rows_per_s": round(rows_in_window / seconds, 1),
                        "published_per_s": round(phases["throughput"]["published"] / seconds, 1),
                        "seconds": round(seconds, 2),
-                       "to_ceiling": round(rate / ceiling_rate, 3) if ceiling_rate else None},
+                       "to_ceiling": round(rate / ceiling_rate, 3) if ceiling_rate else None,
+                       "cpu_us_per_reading": _cpu_per_reading(phases["throughput"])},
         "latency": {"rate_asked": phases["latency"]["rate"],
                     "published_per_s": round(phases["latency"]["published"]
                                              / (lat_end - lat_begin), 1),
@@ -133,6 +134,14 @@ def machine(url: str) -> dict[str, Any]:
             "mosquitto": version, "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}
 
 
+def _cpu_per_reading(phase: dict[str, Any]) -> dict[str, float]:
+    """Microseconds of CPU each process group spent per reading the gateways stored."""
+    stored = phase["consumed"]
+    if not stored:
+        return {}
+    return {name: round(seconds / stored * 1e6, 1) for name, seconds in phase["cpu_s"].items()}
+
+
 def verdicts(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each target with the measured figure and pass or miss."""
     rss = [s["gateway_rss_mb"] for s in figures["timeline"] if "gateway_rss_mb" in s]
@@ -164,6 +173,8 @@ def table(figures: dict[str, Any]) -> str:
     lines = [f"ceiling (broker -> plain subscriber): {c['messages_per_s']:>10,.0f} messages/s",
              f"gateway (publish -> committed):      {t['readings_per_s']:>10,.0f} readings/s"
              f" ({t['rows_per_s']:,.0f} rows/s), {t['to_ceiling']} of the ceiling",
+             "CPU per stored reading: " + ", ".join(
+                 f"{name} {us:,.0f} us" for name, us in t["cpu_us_per_reading"].items()),
              f"latency at {lat['published_per_s']:,.0f}/s: queryable p50 {q.get('p50_ms')} ms,"
              f" p99 {q.get('p99_ms')} ms, max {q.get('max_ms')} ms ({q['readings']} probed);"
              f" committed p50 {k.get('p50_ms')} ms, p99 {k.get('p99_ms')} ms",

@@ -28,6 +28,11 @@ def test_a_tiny_run_measures_every_phase_and_writes_figures_and_plot(
     assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
     png = out.with_suffix(".png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+    # CPU per stored reading of each process group, from their CPU time over the window.
+    cpu = figures["throughput"]["cpu_us_per_reading"]
+    assert set(cpu) == {"gateway", "mosquitto", "postgresql"}
+    assert all(us > 0 for us in cpu.values()), cpu
+    assert figures["phases"]["throughput"]["cpu_s"]["gateway"] > 0
 
     # Nothing lost, nothing stored twice: every reading published while the gateway was
     # subscribed is one stored reading (one systolic row), and none was refused.
