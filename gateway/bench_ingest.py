@@ -17,6 +17,7 @@ probe also polls a few devices' newest rows to see when readings become queryabl
 from __future__ import annotations
 
 import http.client
+import json
 import multiprocessing
 import os
 import re
@@ -158,15 +159,31 @@ def _stored_messages(health_port: int) -> Callable[[], float]:
 
 
 def _drain(run: _Run, timeout: float) -> bool:
-    """Stop publishing and wait until the consumer has everything published."""
+    """Stop publishing, wait until the publishers are still, then until the consumer has
+    everything published."""
     run.hold = True
     run.control.paused.value = 1
     deadline = time.monotonic() + timeout
+    _quiesce(run, deadline)
     while time.monotonic() < deadline:
         if run.consumed() >= run.published() - 0.5:
             return True
         time.sleep(0.2)
     return False
+
+
+def _quiesce(run: _Run, deadline: float) -> None:
+    """Wait until every reading written is acknowledged and the count holds still. A
+    publisher counts what it wrote only after writing it: the count must not move after a
+    phase's consumer has gone, or readings of one phase would be taken for the next one's."""
+    steady = 0
+    last = -1
+    while time.monotonic() < deadline and steady < 3:
+        published = run.published()
+        still = published == last and published == sum(run.control.acked[:])
+        steady = steady + 1 if still else 0
+        last = published
+        time.sleep(0.1)
 
 
 def _cpu_seconds(run: _Run) -> dict[str, float]:
@@ -213,7 +230,8 @@ def _publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Ite
     control = load.Control(stop=context.Event(), rate=context.Value("d", 0.0, lock=False),
                            paused=context.Value("b", 1, lock=False),
                            published=context.Array("q", count, lock=False),
-                           acked=context.Array("q", count, lock=False))
+                           acked=context.Array("q", count, lock=False),
+                           unrouted=context.Array("q", count, lock=False))
     pool = load.payloads(997)
     readies, procs = [], []
     for index in range(count):
@@ -320,11 +338,14 @@ def _gateways(url: str, broker: MosquittoProcess, root: Path,
             ports.append(port)
             logs.append(log_path)
         deadline = time.monotonic() + 30
-        for proc, log_path in zip(procs, logs, strict=True):
-            while b"gateway connected" not in log_path.read_bytes():
+        for proc, port, log_path in zip(procs, ports, logs, strict=True):
+            # Subscribed, not just connected: the gateway logs its connection when it sends
+            # SUBSCRIBE, and a reading published before the broker has the subscription
+            # goes nowhere.
+            while not _subscribed(port):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"a gateway did not connect to {broker.url} (exit code"
-                                       f" {proc.poll()}): {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"a gateway did not subscribe at {broker.url} (exit"
+                                       f" code {proc.poll()}): {log_path.read_text()[-2000:]}")
                 time.sleep(0.05)
         yield [psutil.Process(p.pid) for p in procs], ports
     finally:
@@ -336,6 +357,18 @@ def _gateways(url: str, broker: MosquittoProcess, root: Path,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _subscribed(health_port: int) -> bool:
+    """Whether a gateway reports itself connected, which it does from its SUBACK."""
+    connection = http.client.HTTPConnection("127.0.0.1", health_port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return bool(json.loads(connection.getresponse().read()).get("connected"))
+    except (OSError, ValueError):
+        return False
+    finally:
+        connection.close()
 
 
 def _measure(root: Path, url: str, opts: dict[str, Any],
@@ -379,6 +412,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
         base = run.published() - counter()
         run.consumed = lambda: counter() + base
         before_gateway = run.published()
+        unrouted_before = sum(run.control.unrouted[:])
         _say(f"throughput: publishers -> Mosquitto -> gateway -> PostgreSQL,"
              f" {opts['seconds_throughput']:g} s")
         _phase(run, "throughput", opts["seconds_throughput"], 0.0)
@@ -402,6 +436,12 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
     figures["published"] = run.published()
     figures["published_to_gateway"] = figures["published"] - before_gateway
     figures["broker_acknowledged"] = acked
+    # Acknowledged by the broker with "no matching subscribers" once the gateways were up:
+    # never delivered, so never storable. Zero unless a subscription was missing.
+    figures["unrouted_to_gateway"] = sum(run.control.unrouted[:]) - unrouted_before
+    if figures["unrouted_to_gateway"]:
+        notes.append(f"{figures['unrouted_to_gateway']} readings published to the gateways"
+                     " were acknowledged by the broker with no matching subscriber")
     figures["stored_by_gateway"] = per_gateway
     figures["timeline"] = report.merge_timeline(run.samples, figures.pop("per_second"))
     figures["settings"] = {"batch_max_rows": settings.batch_max_rows,

@@ -46,6 +46,7 @@ WINDOW = 20
 Say = Callable[[str], None]
 
 _PUBACK = 4
+_NO_MATCHING_SUBSCRIBERS = 0x10
 _DISCONNECT = 14
 # User property ``received-at`` with an RFC 3339 UTC value of fixed width (27 characters).
 _STAMP_LEN = 27
@@ -100,6 +101,9 @@ class Control:
     # Per publisher process: messages written to the broker, and PUBACKs received.
     published: Any
     acked: Any
+    # Per publisher process: PUBACKs saying "no matching subscribers" (MQTT 5 reason 0x10):
+    # the broker took the message and had no one to give it to.
+    unrouted: Any
 
 
 class PublisherError(RuntimeError):
@@ -123,7 +127,8 @@ def _string(text: str) -> bytes:
 class _Connection:
     """One device's MQTT 5 connection: its topic, packet ids and unacknowledged count."""
 
-    __slots__ = ("acked", "buffer", "client_id", "inflight", "last_us", "pid", "sock", "topic")
+    __slots__ = ("acked", "buffer", "client_id", "inflight", "last_us", "pid", "sock", "topic",
+                 "unrouted")
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
         self.client_id = client_id
@@ -131,6 +136,7 @@ class _Connection:
         self.pid = 0
         self.inflight = 0
         self.acked = 0
+        self.unrouted = 0
         self.last_us = 0
         self.buffer = b""
         self.sock = socket.create_connection((host, port), timeout=10)
@@ -178,6 +184,12 @@ class _Connection:
                 reason = buf[at + 2] if kind == _DISCONNECT and length else None
                 raise PublisherError(f"broker sent packet type {kind} (reason {reason}) to "
                                      f"device {self.client_id} instead of a PUBACK")
+            # PUBACK body: packet id (2 bytes), then in MQTT 5 an optional reason code.
+            reason = buf[at + 4] if length >= 3 else 0
+            if reason >= 0x80:
+                raise PublisherError(f"broker refused a PUBLISH of device {self.client_id}:"
+                                     f" reason 0x{reason:02x}")
+            self.unrouted += reason == _NO_MATCHING_SUBSCRIBERS
             self.inflight -= 1
             self.acked += 1
             at += 2 + length
@@ -251,6 +263,7 @@ def publish(host: str, port: int, clients: list[str], pool: list[bytes], share: 
             for key, _ in selector.select(0.005):
                 key.data.read_acks()
         control.acked[index] = sum(c.acked for c in conns)
+        control.unrouted[index] = sum(c.unrouted for c in conns)
     _close(conns, selector, control, index)
 
 
@@ -261,6 +274,7 @@ def _close(conns: list[_Connection], selector: selectors.BaseSelector, control: 
         for key, _ in selector.select(0.05):
             key.data.read_acks()
     control.acked[index] = sum(c.acked for c in conns)
+    control.unrouted[index] = sum(c.unrouted for c in conns)
     for conn in conns:
         conn.sock.sendall(b"\xe0\x00")  # DISCONNECT, normal
         conn.sock.close()
