@@ -227,6 +227,10 @@ def publish(host: str, port: int, clients: list[str], pool: list[bytes], share: 
     while not control.stop.is_set():
         for key, _ in selector.select(0):
             key.data.read_acks()
+        # Counted on every turn, paused or not: the bench waits between phases for every
+        # written reading to be acknowledged.
+        control.acked[index] = sum(c.acked for c in conns)
+        control.unrouted[index] = sum(c.unrouted for c in conns)
         rate = control.rate.value * share
         now = time.monotonic()
         if control.paused.value:
@@ -262,8 +266,6 @@ def publish(host: str, port: int, clients: list[str], pool: list[bytes], share: 
             # Every window is full: wait for PUBACKs rather than spin.
             for key, _ in selector.select(0.005):
                 key.data.read_acks()
-        control.acked[index] = sum(c.acked for c in conns)
-        control.unrouted[index] = sum(c.unrouted for c in conns)
     _close(conns, selector, control, index)
 
 
