@@ -100,10 +100,11 @@ def bearer(principal: str, role: Role = Role.CLINICIAN) -> dict[str, str]:
 
     Signed by the first key of every database made with SECRET (derived from the secret), so
     it works before any database exists and with any app built on SECRET, until the test
-    rotates the keys.
+    rotates the keys. Test modules mint these when pytest collects them, so they must outlive
+    the whole suite (CI allows it 90 minutes): three hours.
     """
     token = issue_token(genesis_key(SECRET), principal=principal, role=role,
-                        subject=f"test-{role}", ttl_seconds=600)
+                        subject=f"test-{role}", ttl_seconds=3 * 3600)
     return {"Authorization": f"Bearer {token}"}
 
 
