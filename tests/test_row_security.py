@@ -320,3 +320,21 @@ def test_an_ordinary_owner_still_writes_and_reads_everything(owner_url: str) -> 
         readings = _one(conn, "SELECT count(*) FROM observations")
     assert devices == {fleet.other_hub, fleet.other_cuff, fleet.unpaired}
     assert readings == seen["observations"]["2080"]
+
+
+def test_an_ordinary_owner_stores_through_staging_and_a_redelivery_once(
+        owner_url: str) -> None:
+    # Row security applies to an owner without BYPASSRLS, and PostgreSQL refuses COPY FROM
+    # into such a table: the writer must take the staging way from the start.
+    fleet = seed(owner_url)
+    at = START + timedelta(days=3)
+    message = Incoming(topic=f"aidlink/v1/{fleet.hub}/{fleet.cuff}/ble/2a35",
+                       payload=encode(BpReading(systolic=Decimal(121), diastolic=Decimal(80),
+                                                mean=Decimal(94), measured_at=at)),
+                       received_at=at)
+    with psycopg.connect(owner_url) as conn:
+        store = BatchStore(conn)
+        first, again = store.write([message]), store.write([message])
+        assert not store.copies_directly
+    assert (first.observations_new, again.observations_new) == (3, 0)
+    assert count(owner_url, "SELECT count(*) FROM observations") == 3

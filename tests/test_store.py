@@ -63,6 +63,22 @@ def test_a_redelivered_message_is_stored_once_and_counted_as_not_new(
     assert count(database_url, "SELECT count(*) FROM observations") == 3
 
 
+def test_a_batch_mixing_stored_and_new_readings_stores_the_new_ones_once(
+        database_url: str, fleet: Fleet) -> None:
+    stored = _message(fleet, datetime(2026, 11, 2, 7, 30, tzinfo=UTC))
+    new = _message(fleet, datetime(2026, 11, 2, 7, 31, tzinfo=UTC), systolic=131)
+    with psycopg.connect(database_url) as conn:
+        store = BatchStore(conn)
+        assert store.copies_directly  # a superuser: row security does not apply
+        store.write([stored])
+        mixed = store.write([new, stored])
+        again = store.write([_message(fleet, datetime(2026, 11, 2, 7, 32, tzinfo=UTC))])
+    assert (mixed.stored_messages, mixed.observations_new) == (2, 3)
+    assert again.observations_new == 3
+    assert count(database_url, "SELECT count(*) FROM observations") == 9
+    assert count(database_url, "SELECT count(*) FROM observations WHERE value = 131") == 1
+
+
 def test_without_a_device_time_the_hubs_receipt_time_is_the_time(database_url: str,
                                                                  fleet: Fleet) -> None:
     hub_time = datetime(2026, 11, 3, 8, 0, 1, tzinfo=UTC)
@@ -155,3 +171,24 @@ def test_an_event_resent_with_a_later_time_is_stored_once(database_url: str,
     assert [r.events_new for r in (first, resent, later, other)] == [1, 0, 1, 1]
     assert count(database_url, "SELECT count(*) FROM events WHERE type = 'dispenser.dose_missed'"
                  ) == 3
+
+
+def test_a_month_first_seen_in_a_refused_batch_still_gets_its_partition(
+        database_url: str, fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The refused batch made the month's partition and rolled it back with everything else:
+    # the messages retried one by one must make it again, not find it missing.
+    faults = iter([psycopg.errors.DataError("refused once, after the observations")])
+    sequences = BatchStore._sequences
+
+    def refuse_once(store: BatchStore, plan: object) -> None:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        sequences(store, plan)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchStore, "_sequences", refuse_once)
+    message = _message(fleet, datetime(2026, 3, 4, 9, 0, tzinfo=UTC))
+    with psycopg.connect(database_url) as conn:
+        result = BatchStore(conn).write_isolating([message])
+    assert (result.stored_messages, result.dead_letters) == (1, {})
+    assert count(database_url, "SELECT count(*) FROM observations_202603") == 3
