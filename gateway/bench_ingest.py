@@ -17,19 +17,15 @@ probe also polls a few devices' newest rows to see when readings become queryabl
 from __future__ import annotations
 
 import http.client
-import json
-import multiprocessing
 import os
 import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +35,12 @@ import psycopg
 from gateway import bench_ingest_load as load
 from gateway import bench_ingest_plot as report
 from gateway import db
-from gateway.services.host import find_free_port, read_pid
+from gateway.bench_ingest_procs import MAX_BACKLOG, Run, gateways, publishers, subscribers
+from gateway.services.host import read_pid
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import PostgresProcess
 from gateway.settings import Settings
 
-# A backlog bound well above the gateway's in-flight window (1,000) and the second of delay
-# in PostgreSQL's statistics that measure the gateway's progress.
-MAX_BACKLOG = 20_000
 # The gateway's count of committed messages in its Prometheus exposition.
 _STORED = re.compile(r'^aidlink_ingest_messages_total\{result="stored"\} ([0-9.e+]+)$', re.M)
 WARMUP_S = 3.0
@@ -61,28 +55,7 @@ def _say(message: str) -> None:
     print(f"bench ingest: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass(slots=True)
-class _Run:
-    """The run's shared state: control of the publishers and what was sampled."""
-
-    control: load.Control
-    started: float
-    phase: str = "setup"
-    # Publish nothing (between phases), whatever the backlog.
-    hold: bool = True
-    max_backlog: int = MAX_BACKLOG
-    consumed: Callable[[], float] = lambda: 0.0
-    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    gateways: list[psutil.Process] = field(default_factory=list)
-    watched: dict[str, psutil.Process] = field(default_factory=dict)
-    postgres: psutil.Process | None = None
-
-    def published(self) -> int:
-        return int(sum(self.control.published[:]))
-
-
-def _pace(run: _Run, stop: threading.Event) -> None:
+def _pace(run: Run, stop: threading.Event) -> None:
     """Hold publishing while the consumer is ``MAX_BACKLOG`` readings behind. Five looks a
     second: each reads the gateways' /metrics, which costs them CPU; at 5,000 readings/s the
     backlog moves by 1,000 between looks, well inside the bound."""
@@ -91,7 +64,7 @@ def _pace(run: _Run, stop: threading.Event) -> None:
         run.control.paused.value = int(run.hold or behind > run.max_backlog)
 
 
-def _sample(run: _Run, stop: threading.Event) -> None:
+def _sample(run: Run, stop: threading.Event) -> None:
     """Once a second: published, consumed, gateway memory, CPU of each process."""
     for proc in run.watched.values():
         proc.cpu_percent()
@@ -158,7 +131,7 @@ def _stored_messages(health_port: int) -> Callable[[], float]:
     return count
 
 
-def _drain(run: _Run, timeout: float) -> bool:
+def _drain(run: Run, timeout: float) -> bool:
     """Stop publishing, wait until the publishers are still, then until the consumer has
     everything published."""
     run.hold = True
@@ -172,7 +145,7 @@ def _drain(run: _Run, timeout: float) -> bool:
     return False
 
 
-def _quiesce(run: _Run, deadline: float) -> None:
+def _quiesce(run: Run, deadline: float) -> None:
     """Wait until every reading written is acknowledged and the count holds still. A
     publisher counts what it wrote only after writing it: the count must not move after a
     phase's consumer has gone, or readings of one phase would be taken for the next one's."""
@@ -186,7 +159,7 @@ def _quiesce(run: _Run, deadline: float) -> None:
         time.sleep(0.1)
 
 
-def _cpu_seconds(run: _Run) -> dict[str, float]:
+def _cpu_seconds(run: Run) -> dict[str, float]:
     """CPU time so far of the gateways, Mosquitto and PostgreSQL (all its processes): CPU per
     reading does not move with the machine's load as much as readings per second do."""
     groups = {"gateway": list(run.gateways)}
@@ -207,7 +180,7 @@ def _cpu_seconds(run: _Run) -> dict[str, float]:
     return spent
 
 
-def _phase(run: _Run, name: str, seconds: float, rate: float) -> None:
+def _phase(run: Run, name: str, seconds: float, rate: float) -> None:
     """Publish for the warm-up and ``seconds``; the measured window is the latter."""
     run.phase = name
     run.control.rate.value = rate
@@ -223,154 +196,6 @@ def _phase(run: _Run, name: str, seconds: float, rate: float) -> None:
                         "cpu_s": {k: round(after[k] - cpu.get(k, 0.0), 3) for k in after}}
 
 
-@contextmanager
-def _publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Iterator[_Run]:
-    """The publisher processes, each with its share of the devices, connected and paused."""
-    context = multiprocessing.get_context("spawn")
-    control = load.Control(stop=context.Event(), rate=context.Value("d", 0.0, lock=False),
-                           paused=context.Value("b", 1, lock=False),
-                           published=context.Array("q", count, lock=False),
-                           acked=context.Array("q", count, lock=False),
-                           unrouted=context.Array("q", count, lock=False))
-    pool = load.payloads(997)
-    readies, procs = [], []
-    for index in range(count):
-        ready = context.Event()
-        proc = context.Process(target=load.publish, name=f"bench-publisher-{index}", args=(
-            broker.host, broker.port, clients[index::count], pool, 1 / count, index, control,
-            ready))
-        proc.start()
-        readies.append(ready)
-        procs.append(proc)
-    run = _Run(control=control, started=time.time())
-    try:
-        for ready, proc in zip(readies, procs, strict=True):
-            if not ready.wait(60):
-                raise RuntimeError(f"publisher {proc.name} did not connect its devices to "
-                                   f"{broker.url} in 60 s (exit code {proc.exitcode})")
-            run.watched[proc.name.removeprefix("bench-")] = psutil.Process(proc.pid)
-        yield run
-        dead = [p.name for p in procs if not p.is_alive()]
-        if dead:
-            raise RuntimeError(f"publisher processes {', '.join(dead)} ended early; see the"
-                               " error above")
-    finally:
-        control.stop.set()
-        for proc in procs:
-            proc.join(timeout=20)
-            if proc.is_alive():
-                proc.terminate()
-
-
-# The shared subscription group of the gateways (and of the ceiling's subscribers) when the
-# bench runs more than one.
-SHARE_GROUP = "bench"
-
-
-@contextmanager
-def _subscribers(broker: MosquittoProcess, receive_maximum: int,
-                 count: int) -> Iterator[tuple[Callable[[], float], list[int]]]:
-    """``count`` plain subscribers, on one shared subscription when more than one (as the
-    gateways run), counting what they receive; yields the count and their pids."""
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    received = context.Array("q", count, lock=False)
-    group = SHARE_GROUP if count > 1 else None
-    procs, readies = [], []
-    for index in range(count):
-        ready = context.Event()
-        proc = context.Process(target=load.subscribe, name=f"bench-subscriber-{index}", args=(
-            broker.host, broker.port, receive_maximum, _Slot(received, index), stop, ready,
-            index, group))
-        proc.start()
-        procs.append(proc)
-        readies.append(ready)
-    try:
-        for ready, proc in zip(readies, procs, strict=True):
-            if not ready.wait(30):
-                raise RuntimeError(f"ceiling subscriber {proc.name} did not subscribe at"
-                                   f" {broker.url} in 30 s (exit code {proc.exitcode})")
-        yield (lambda: float(sum(received[:]))), [p.pid for p in procs if p.pid is not None]
-    finally:
-        stop.set()
-        for proc in procs:
-            proc.join(timeout=20)
-            if proc.is_alive():
-                proc.terminate()
-
-
-class _Slot:
-    """One subscriber's counter: an element of a shared array, used as ``.value``."""
-
-    def __init__(self, array: Any, index: int) -> None:
-        self._array, self._index = array, index
-
-    @property
-    def value(self) -> int:
-        return int(self._array[self._index])
-
-    @value.setter
-    def value(self, number: int) -> None:
-        self._array[self._index] = number
-
-
-@contextmanager
-def _gateways(url: str, broker: MosquittoProcess, root: Path,
-              count: int) -> Iterator[tuple[list[psutil.Process], list[int]]]:
-    """``aidlink gateway`` processes, with the batching settings of the environment, each with
-    its metrics on its own port; more than one share one subscription (``--share``). Yields the
-    processes and their metrics ports."""
-    env = {**os.environ, "AIDLINK_DATABASE_URL": url, "AIDLINK_MQTT_URL": broker.url}
-    procs: list[subprocess.Popen[bytes]] = []
-    ports: list[int] = []
-    logs: list[Path] = []
-    try:
-        for index in range(count):
-            port = find_free_port()
-            command = [sys.executable, "-c", "from gateway.cli import main; main()", "gateway",
-                       "--health-port", str(port), "--client-id", f"bench-gateway-{index}"]
-            if count > 1:
-                command += ["--share", SHARE_GROUP]
-            log_path = root / f"gateway-{index}.log"
-            with log_path.open("wb") as log:
-                procs.append(subprocess.Popen(command, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT))
-            ports.append(port)
-            logs.append(log_path)
-        deadline = time.monotonic() + 30
-        for proc, port, log_path in zip(procs, ports, logs, strict=True):
-            # Subscribed, not just connected: the gateway logs its connection when it sends
-            # SUBSCRIBE, and a reading published before the broker has the subscription
-            # goes nowhere.
-            while not _subscribed(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"a gateway did not subscribe at {broker.url} (exit"
-                                       f" code {proc.poll()}): {log_path.read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield [psutil.Process(p.pid) for p in procs], ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _subscribed(health_port: int) -> bool:
-    """Whether a gateway reports itself connected, which it does from its SUBACK."""
-    connection = http.client.HTTPConnection("127.0.0.1", health_port, timeout=2)
-    try:
-        connection.request("GET", "/healthz")
-        return bool(json.loads(connection.getresponse().read()).get("connected"))
-    except (OSError, ValueError):
-        return False
-    finally:
-        connection.close()
-
-
 def _measure(root: Path, url: str, opts: dict[str, Any],
              postgres: psutil.Process | None) -> dict[str, Any]:
     settings = Settings()
@@ -380,7 +205,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
     notes: list[str] = []
     with ExitStack() as stack:
         broker = stack.enter_context(MosquittoProcess(data_dir=root / "mqtt"))
-        run = stack.enter_context(_publishers(broker, clients, opts["publishers"]))
+        run = stack.enter_context(publishers(broker, clients, opts["publishers"]))
         run.max_backlog = opts["max_backlog"]
         run.postgres = postgres
         if broker.pid is not None:
@@ -392,7 +217,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
             thread.start()
         stack.callback(_join, stop, threads)
         _say(f"ceiling: publishers -> Mosquitto -> subscriber, {opts['seconds_ceiling']:g} s")
-        with _subscribers(broker, settings.receive_maximum, opts["gateways"]) as (received,
+        with subscribers(broker, settings.receive_maximum, opts["gateways"]) as (received,
                                                                                 pids):
             for index, pid in enumerate(pids):
                 run.watched[f"subscriber-{index}"] = psutil.Process(pid)
@@ -402,7 +227,7 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
                 notes.append("the ceiling subscribers had not caught up 60 s after the phase")
             for index in range(len(pids)):
                 run.watched.pop(f"subscriber-{index}")
-        run.gateways, ports = stack.enter_context(_gateways(url, broker, root,
+        run.gateways, ports = stack.enter_context(gateways(url, broker, root,
                                                             opts["gateways"]))
         counters = [_stored_messages(port) for port in ports]
 

@@ -7,11 +7,13 @@ ingestion, and ingestion would add to the API's latency, neither of which a depl
 from __future__ import annotations
 
 import http.client
+import json
 import multiprocessing
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.synchronize import Event
+from typing import Any
 
 from gateway.services.host import find_free_port
 
@@ -55,15 +57,24 @@ def gateway_process(database_url: str, mqtt_url: str, notes: list[str]) -> Itera
             process.join(5)
 
 
-def _healthy(port: int) -> bool:
+def healthz(port: int) -> tuple[int, dict[str, Any]] | None:
+    """The status and JSON body of ``/healthz`` on a local port; None while nothing answers
+    there (or the answer is no JSON object)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
     finally:
         connection.close()
+    return (response.status, body) if isinstance(body, dict) else None
+
+
+def _healthy(port: int) -> bool:
+    answer = healthz(port)
+    return answer is not None and answer[0] == 200
 
 
 @contextmanager
