@@ -23,6 +23,7 @@ from adapters.ieee11073 import MedFloat, read_sfloat
 from adapters.model import DecodeContext, Unit
 
 MANDATORY_LENGTH = 7  # flags + 3 SFLOAT
+_SLOT_OFFSETS = (1, 3, 5)
 
 UNIT_KPA = 0x01
 HAS_TIME_STAMP = 0x02
@@ -94,7 +95,7 @@ def read_frame(payload: bytes, ctx: DecodeContext, channel: str, what: str,
     flags = payload[0]
     check_length(payload, channel, flags=flags, flag_bytes=1, mandatory=MANDATORY_LENGTH,
                  fields=OPTIONAL_FIELDS, unit="kPa" if flags & UNIT_KPA else "mmHg")
-    values = tuple(read_sfloat(payload, 1 + 2 * index, channel) for index in range(slots))
+    values = tuple([read_sfloat(payload, offset, channel) for offset in _SLOT_OFFSETS[:slots]])
     offset = MANDATORY_LENGTH
     at = None
     if flags & HAS_TIME_STAMP:

@@ -56,16 +56,18 @@ def _observation(
     measured_at: datetime | None,
     flags: tuple[str, ...],
     bounds: tuple[Decimal, Decimal],
-    scale: Decimal,
+    scale: Decimal | None,
     panel: str | None,
     device_user: int | None,
 ) -> Observation:
-    if number.value is not None and _implausible(EXACT.multiply(number.value, scale), bounds):
+    value = number.value
+    if value is not None and _implausible(
+            value if scale is None else EXACT.multiply(value, scale), bounds):
         flags = (*flags, "implausible")
     return Observation(
         code=metric.loinc,
         mdc=metric.mdc,
-        value=number.value,
+        value=value,
         unit=unit,
         measured_at=measured_at,
         flags=flags,
@@ -82,8 +84,8 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Observation]:
     pulse, device_user = frame.pulse, frame.user
     message_flags = (*frame.status, "trailing_bytes") if frame.trailing else frame.status
 
-    # Plausibility is judged in mmHg whatever unit the cuff sent.
-    scale = MMHG_PER_KPA if unit is Unit.KPA else Decimal(1)
+    # Plausibility is judged in mmHg whatever unit the cuff sent (None: it sent mmHg).
+    scale = MMHG_PER_KPA if unit is Unit.KPA else None
     observations = [
         _observation(
             METRICS[key],
@@ -107,7 +109,7 @@ def decode(payload: bytes, ctx: DecodeContext) -> list[Observation]:
                 measured_at=measured_at,
                 flags=message_flags,
                 bounds=_PULSE_PER_MIN,
-                scale=Decimal(1),
+                scale=None,
                 panel=None,
                 device_user=device_user,
             )

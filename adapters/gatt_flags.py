@@ -5,6 +5,7 @@ before anything is read (PROTOCOLS.md §7, rule 1)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from adapters.errors import DecodeError
 
@@ -16,7 +17,7 @@ def check_length(payload: bytes, channel: str, *, flags: int, flag_bytes: int, m
                  fields: Sequence[Field], unit: str | None = None) -> int:
     """Raise DecodeError naming the flags when the payload is shorter than they announce;
     return the announced length. ``unit`` is added to the names (e.g. "mmHg", "SI")."""
-    needed = mandatory + sum(size for bit, size, _ in fields if flags & bit)
+    needed = _announced(flags, mandatory, tuple(fields))
     if len(payload) < needed:
         names = [name for bit, _, name in fields if flags & bit]
         if unit is not None:
@@ -27,3 +28,10 @@ def check_length(payload: bytes, channel: str, *, flags: int, flag_bytes: int, m
             f"({', '.join(names)}) need {needed}",
         )
     return needed
+
+
+@lru_cache(maxsize=4096)
+def _announced(flags: int, mandatory: int, fields: tuple[Field, ...]) -> int:
+    # Every value passes here, and a device sends few flag combinations: sum each once. The
+    # bound keeps two-byte flags from any sender from growing the cache without end.
+    return mandatory + sum(size for bit, size, _ in fields if flags & bit)

@@ -103,8 +103,7 @@ class Planner:
                 continue
             plan.stored_messages += 1
             self._saw(plan, verdict, message)
-            for record in records:
-                self._add(plan, record, message, topic, verdict)
+            self._add(plan, records, message, topic, verdict)
             self._answer(plan, message, topic, None)
         for message, dead_topic, rejected in plan.dead:
             if dead_topic is not None:
@@ -147,50 +146,65 @@ class Planner:
             if row.online is False and row.id not in plan.came_back:
                 plan.came_back[row.id] = (row.client_id, message.received_at)
 
-    def _add(self, plan: Plan, record: Record, message: Incoming, topic: UpTopic,
+    def _add(self, plan: Plan, records: list[Record], message: Incoming, topic: UpTopic,
              verdict: Resolved) -> None:
+        """Add one message's records; what they share (device, fallback time, patient of
+        the same time) is looked up once, as a message often holds several values."""
         device = verdict.device
         fallback = message.hub_received_at or message.received_at
         principal = device.principal
-        if isinstance(record, Event):
-            if record.type == "device.clock":
-                reading = read_clock(record, device.zone, fallback)
-                if reading is not None:
-                    plan.clocks[device.id] = reading
-                    self._offsets[device.id] = reading.offset_s
-                    record = Event(record.type, record.occurred_at,
-                                   {**record.data, "offset_s": round(reading.offset_s, 3)})
-            at = record.occurred_at or fallback
-            if record.type == "device.wiped" and isinstance(record.data.get("nonce"), str):
-                plan.wipes.append((topic.device_id, record.data["nonce"], at))
-            elif record.type == "device.status":
-                _firmware(plan, topic.device_id, record.data.get("firmware"), at)
-            plan.events.append((
-                at, topic.device_id, principal, self._registry.patient_at(topic.device_id, at),
-                record.type, Jsonb(record.data, dumps=dumps), topic.channel,
-                record.occurred_at is not None, message.received_at, event_ref(record),
-            ))
-            return
-        offset = None
         profile = device.profile
-        if profile is None or profile.clock != "none":
-            known = self._offsets.get(device.id, device.clock_offset_s)
-            record, offset = correct(record, known)
-        ts = record.measured_at or fallback
-        plan.observations.append((
-            ts, topic.device_id, record.code, principal,
-            self._registry.patient_at(topic.device_id, ts), record.mdc, record.value,
-            record.unit, record.measured_at,
-            None if record.absent_reason is None else str(record.absent_reason),
-            list(record.flags), record.panel, record.device_user, topic.channel,
-            message.received_at, record.sequence, offset,
-            None if record.coded is None else Jsonb(record.coded.to_json(), dumps=dumps),
-            None if record.sampled is None else Jsonb(record.sampled.to_json(), dumps=dumps),
+        has_clock = profile is None or profile.clock != "none"
+        patient_ts: datetime | None = None
+        patient: str | None = None
+        for record in records:
+            if isinstance(record, Event):
+                self._add_event(plan, record, message, topic, verdict, fallback)
+                continue
+            offset = None
+            if has_clock:
+                # Read per record: a clock event earlier in the message may have set it.
+                known = self._offsets.get(device.id, device.clock_offset_s)
+                record, offset = correct(record, known)
+            ts = record.measured_at or fallback
+            if ts != patient_ts:
+                patient, patient_ts = self._registry.patient_at(topic.device_id, ts), ts
+            plan.observations.append((
+                ts, topic.device_id, record.code, principal, patient, record.mdc,
+                record.value, record.unit, record.measured_at,
+                None if record.absent_reason is None else str(record.absent_reason),
+                list(record.flags), record.panel, record.device_user, topic.channel,
+                message.received_at, record.sequence, offset,
+                None if record.coded is None else Jsonb(record.coded.to_json(), dumps=dumps),
+                None if record.sampled is None else Jsonb(record.sampled.to_json(),
+                                                          dumps=dumps),
+            ))
+            if record.sequence is not None:
+                key = (device.id, topic.channel)
+                plan.records.setdefault(key, _Records(topic.client_id)).numbers.append(
+                    record.sequence)
+
+    def _add_event(self, plan: Plan, record: Event, message: Incoming, topic: UpTopic,
+                   verdict: Resolved, fallback: datetime) -> None:
+        device = verdict.device
+        if record.type == "device.clock":
+            reading = read_clock(record, device.zone, fallback)
+            if reading is not None:
+                plan.clocks[device.id] = reading
+                self._offsets[device.id] = reading.offset_s
+                record = Event(record.type, record.occurred_at,
+                               {**record.data, "offset_s": round(reading.offset_s, 3)})
+        at = record.occurred_at or fallback
+        if record.type == "device.wiped" and isinstance(record.data.get("nonce"), str):
+            plan.wipes.append((topic.device_id, record.data["nonce"], at))
+        elif record.type == "device.status":
+            _firmware(plan, topic.device_id, record.data.get("firmware"), at)
+        plan.events.append((
+            at, topic.device_id, device.principal,
+            self._registry.patient_at(topic.device_id, at), record.type,
+            Jsonb(record.data, dumps=dumps), topic.channel, record.occurred_at is not None,
+            message.received_at, event_ref(record),
         ))
-        if record.sequence is not None:
-            key = (device.id, topic.channel)
-            plan.records.setdefault(key, _Records(topic.client_id)).numbers.append(
-                record.sequence)
 
     def _replays(self, plan: Plan) -> None:
         """Ask hubs for stored records the gateway has not seen (a gap, or a device back)."""
