@@ -72,7 +72,9 @@ def status_flags(status: int) -> tuple[str, ...]:
     return tuple(flags)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every message, and a frozen dataclass sets each field through
+# object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
+@dataclass(slots=True)
 class Frame:
     """One 0x2A35/0x2A36 value walked field by field (which slots mean what is the caller's)."""
 

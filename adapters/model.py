@@ -55,7 +55,9 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every message, and a frozen dataclass sets each field through
+# object.__setattr__ (see Observation below). Treat it as immutable.
+@dataclass(slots=True)
 class DecodeContext:
     """What a decoder needs to know beyond the bytes."""
 

@@ -29,7 +29,9 @@ REPLAY_BACKOFF = timedelta(minutes=5)
 _FIRMWARE_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every message, and a frozen dataclass sets each field through
+# object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
+@dataclass(slots=True)
 class Incoming:
     """One MQTT message as the gateway received it."""
 

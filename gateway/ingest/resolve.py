@@ -16,7 +16,9 @@ _UTC = ZoneInfo("UTC")
 ALWAYS = datetime.min.replace(tzinfo=_UTC)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every device of every batch, and a frozen dataclass sets each
+# field through object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
+@dataclass(slots=True)
 class DeviceRow:
     """The registry facts the gateway needs about a device."""
 
@@ -45,7 +47,9 @@ class DeviceRow:
         return _UTC if profile.clock == "utc" else profile.zone_info
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every message, and a frozen dataclass sets each field through
+# object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
+@dataclass(slots=True)
 class Resolved:
     """A message whose measuring device is known and allowed to publish through its client."""
 

@@ -13,7 +13,9 @@ class TopicError(ValueError):
     """A topic does not follow the contract; the message says how."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made for every message, and a frozen dataclass sets each field through
+# object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
+@dataclass(slots=True)
 class UpTopic:
     """A parsed up topic."""
 
