@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,10 +33,12 @@ from urllib.parse import urlencode
 import psycopg
 
 from gateway import bench_api_load as load
+from gateway import bench_ingest_load as ingest_load
 from gateway import db
 from gateway.api.limits import DEFAULT_RATE
 from gateway.auth import Role, issue_token
 from gateway.bench_processes import api_process, gateway_process
+from gateway.mqtt import parse_mqtt_url
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import PostgresProcess
 from gateway.token_keys import KeyRing
@@ -122,26 +124,33 @@ def _series(client: _Client, patients: list[str], window: timedelta, count: int,
 
 
 @contextmanager
-def _publisher(mqtt_url: str, fleet: load.Fleet, rate: float) -> Iterator[Any]:
-    """The live load in a child process, so its work does not share this process's GIL;
-    yields the shared count of readings published."""
+def _publisher(mqtt_url: str, fleet: load.Fleet, rate: float) -> Iterator[Callable[[], int]]:
+    """The live load: the hubs publishing for their cuffs at ``rate`` a second, through the
+    lean publisher of ``aidlink bench ingest`` in a child process, so that neither paho's
+    per-message work nor this process's GIL takes the CPU being measured. Yields the count of
+    readings published so far."""
+    target = parse_mqtt_url(mqtt_url)
     context = multiprocessing.get_context("spawn")
-    stop, ready = context.Event(), context.Event()
-    published = context.Value("q", 0, lock=False)
-    process = context.Process(target=load.publish, args=(mqtt_url, fleet.hubs, rate, stop,
-                                                         ready, published),
-                              name="bench-publisher")
+    control = ingest_load.Control(
+        stop=context.Event(), rate=context.Value("d", rate, lock=False),
+        paused=context.Value("b", 0, lock=False), published=context.Array("q", 1, lock=False),
+        acked=context.Array("q", 1, lock=False), unrouted=context.Array("q", 1, lock=False))
+    ready = context.Event()
+    senders = [(hub, [f"aidlink/v1/{hub}/{cuff}/{ingest_load.CHANNEL}" for cuff in cuffs])
+               for hub, cuffs in fleet.hubs]
+    process = context.Process(target=ingest_load.publish, name="bench-publisher", args=(
+        target.host, target.port, senders, ingest_load.payloads(997), 1.0, 0, control, ready))
     process.start()
     try:
         if not ready.wait(30):
             raise RuntimeError("the publisher process did not connect to the broker in 30 s"
                                f" (exit code {process.exitcode})")
-        yield published
+        yield lambda: int(control.published[0])
         if not process.is_alive():
             raise RuntimeError(f"the publisher process ended early (exit code "
                                f"{process.exitcode}); the load did not run to the end")
     finally:
-        stop.set()
+        control.stop.set()
         process.join(timeout=20)
         if process.is_alive():
             process.terminate()
@@ -189,12 +198,12 @@ def _measure(url: str, root: Path, opts: dict[str, Any]) -> dict[str, Any]:
         _series(client, fleet.patients, timedelta(days=30), opts["warmup"], rng)
         cuffs = fleet.ingest_cuffs
         before, clock = load.stored_readings(url, cuffs), time.monotonic()
-        sent_before = published.value
+        sent_before = published()
         _say(f"measuring {opts['requests']:,} requests per window")
         day = _series(client, fleet.patients, timedelta(hours=24), opts["requests"], rng)
         month = _series(client, fleet.patients, timedelta(days=30), opts["requests"], rng)
         after, seconds = load.stored_readings(url, cuffs), time.monotonic() - clock
-        sent = published.value - sent_before
+        sent = published() - sent_before
     achieved = (after - before) / seconds
     return {
         "observations": {"requested": opts["observations"], "inserted": inserted,

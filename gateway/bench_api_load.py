@@ -7,21 +7,18 @@
   chunks per month and block of patients so each month's partition exists before its rows. The
   row templates (codes, MDC, units, panels, flags) come from decoding real payloads with the
   adapters, so the rows are shaped like the gateway's own.
-- ``publish`` runs in a child process: hubs publishing blood-pressure payloads for their cuffs
-  at a steady rate, paced by a token bucket.
+The live load is published by ``gateway.bench_ingest_load.publish`` (see ``bench_api``).
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing.synchronize
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,10 +27,8 @@ from adapters.model import DecodeContext, Observation
 from adapters.registry import ADAPTERS
 from gateway import db
 from gateway.bench import sample_payloads
-from gateway.mqtt import new_client, parse_mqtt_url
 from provisioning import service
 from provisioning.patients import patient_key
-from simulators import bpm
 
 PRINCIPAL = "20"
 SYSTOLIC = "8480-6"
@@ -250,55 +245,6 @@ def fill_history(url: str, fleet: Fleet, *, observations: int, days: int, end: d
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) observations")
     return done
-
-
-def _payloads(count: int) -> list[bytes]:
-    """Valid 0x2A35 payloads without a time stamp: stored at the moment the gateway receives
-    them, so a cuff publishing many readings a second never repeats a natural key."""
-    cuff = bpm.BloodPressureMonitor(seed=7)
-    now = datetime.now(UTC)
-    return [bpm.encode(replace(cuff.measure(now), measured_at=None)) for _ in range(count)]
-
-
-def publish(mqtt_url: str, hubs: list[tuple[str, list[str]]], rate: float,
-            stop: multiprocessing.synchronize.Event, ready: multiprocessing.synchronize.Event,
-            published: Any) -> None:
-    """Publish blood-pressure readings at ``rate`` a second, QoS 1, round robin over the
-    hubs' cuffs, until ``stop`` is set; ``published`` (a shared integer) counts them. Runs in
-    a child process of its own."""
-    target = parse_mqtt_url(mqtt_url)
-    clients = []
-    for client_id, _ in hubs:
-        client = new_client(client_id, protocol=5)
-        client.max_inflight_messages_set(1000)
-        client.connect(target.host, target.port)
-        client.loop_start()
-        clients.append(client)
-    topics = [(clients[h], f"aidlink/v1/{client_id}/{cuff}/ble/2a35")
-              for h, (client_id, cuffs) in enumerate(hubs) for cuff in cuffs]
-    random.Random(3).shuffle(topics)
-    payloads = _payloads(997)
-    # Token bucket: `rate` tokens a second, at most 20 ms worth in hand, so a stall is not
-    # followed by a burst that would flatter the average.
-    capacity = max(1.0, rate * 0.02)
-    tokens, last, sent = 0.0, time.monotonic(), 0
-    ready.set()
-    while not stop.is_set():
-        now = time.monotonic()
-        tokens = min(capacity, tokens + (now - last) * rate)
-        last = now
-        if tokens < 1:
-            time.sleep((1 - tokens) / rate)
-            continue
-        for _ in range(int(tokens)):
-            client, topic = topics[sent % len(topics)]
-            client.publish(topic, payloads[sent % len(payloads)], qos=1)
-            sent += 1
-        tokens -= int(tokens)
-        published.value = sent
-    for client in clients:
-        client.disconnect()
-        client.loop_stop()
 
 
 def stored_readings(url: str, cuffs: list[str]) -> int:

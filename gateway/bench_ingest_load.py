@@ -5,11 +5,12 @@
   Each monitor is its own MQTT client (``client_id`` = device id) publishing for itself.
 - ``publish`` runs in a child process and speaks MQTT 5 over plain sockets: paho's per-message
   Python work (the subscriber of the ceiling phase uses most of a core at some 5,000 messages/s)
-  would make the publisher, not the broker, the ceiling. Every message is a QoS 1 PUBLISH of a
-  real 0x2A35 payload with the MQTT 5 user property ``received-at`` set to the moment it is
-  written to the socket; the gateway stores that moment as the observation's time, so the
-  store itself says when each reading was published. At most ``WINDOW`` messages per
-  connection wait for the broker's PUBACK.
+  would make the publisher, not the broker, the ceiling, and in ``aidlink bench api`` (which
+  publishes its live load with it too, through hubs) would take the CPU measured. Every
+  message is a QoS 1 PUBLISH of a real 0x2A35 payload with the MQTT 5 user property
+  ``received-at`` set to the moment it is written to the socket; the gateway stores that
+  moment as the observation's time, so the store itself says when each reading was
+  published. At most ``WINDOW`` messages per connection wait for the broker's PUBACK.
 - ``subscribe`` is the plain consumer of the ceiling phase: a paho client at QoS 1, as the
   gateway subscribes, counting what it receives.
 """
@@ -124,15 +125,26 @@ def _string(text: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
+# A client id and the topics it publishes on in turn: a device publishing for itself has one,
+# a hub one per device paired with it.
+Sender = tuple[str, list[str]]
+
+
+def device_topic(client_id: str) -> str:
+    """The topic of a device publishing its own readings."""
+    return f"aidlink/v1/{client_id}/{client_id}/{CHANNEL}"
+
+
 class _Connection:
-    """One device's MQTT 5 connection: its topic, packet ids and unacknowledged count."""
+    """One client's MQTT 5 connection: its topics, packet ids and unacknowledged count."""
 
-    __slots__ = ("acked", "buffer", "client_id", "inflight", "last_us", "pid", "sock", "topic",
-                 "unrouted")
+    __slots__ = ("acked", "buffer", "client_id", "inflight", "last_us", "pid", "sock", "topics",
+                 "turn", "unrouted")
 
-    def __init__(self, host: str, port: int, client_id: str) -> None:
+    def __init__(self, host: str, port: int, client_id: str, topics: list[str]) -> None:
         self.client_id = client_id
-        self.topic = _string(f"aidlink/v1/{client_id}/{client_id}/{CHANNEL}")
+        self.topics = [_string(topic) for topic in topics]
+        self.turn = 0
         self.pid = 0
         self.inflight = 0
         self.acked = 0
@@ -162,8 +174,10 @@ class _Connection:
     def packet(self, payload: bytes, stamp: bytes) -> bytes:
         """A QoS 1 PUBLISH of ``payload`` with ``received-at`` = ``stamp``."""
         self.pid = self.pid % 65535 + 1
-        body_len = len(self.topic) + 2 + 1 + _PROPERTIES_LEN + len(payload)
-        return b"".join((b"\x32", _varint(body_len), self.topic, self.pid.to_bytes(2, "big"),
+        topic = self.topics[self.turn]
+        self.turn = (self.turn + 1) % len(self.topics)
+        body_len = len(topic) + 2 + 1 + _PROPERTIES_LEN + len(payload)
+        return b"".join((b"\x32", _varint(body_len), topic, self.pid.to_bytes(2, "big"),
                          bytes([_PROPERTIES_LEN]), _PROPERTY, stamp, payload))
 
     def read_acks(self) -> None:
@@ -213,11 +227,11 @@ class _Clock:
         return self._prefix + b"%06dZ" % fraction
 
 
-def publish(host: str, port: int, clients: list[str], pool: list[bytes], share: float,
+def publish(host: str, port: int, senders: list[Sender], pool: list[bytes], share: float,
             index: int, control: Control, ready: multiprocessing.synchronize.Event) -> None:
-    """Publish for ``clients`` until ``control.stop``: ``share`` of ``control.rate`` a second
+    """Publish for ``senders`` until ``control.stop``: ``share`` of ``control.rate`` a second
     (token bucket, at most 20 ms in hand), or flat out when the rate is 0. A child process."""
-    conns = [_Connection(host, port, client_id) for client_id in clients]
+    conns = [_Connection(host, port, client_id, topics) for client_id, topics in senders]
     selector = selectors.DefaultSelector()
     for conn in conns:
         selector.register(conn.sock, selectors.EVENT_READ, conn)

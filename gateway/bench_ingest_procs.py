@@ -65,8 +65,9 @@ def publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Iter
     for index in range(count):
         ready = context.Event()
         proc = context.Process(target=load.publish, name=f"bench-publisher-{index}", args=(
-            broker.host, broker.port, clients[index::count], pool, 1 / count, index, control,
-            ready))
+            broker.host, broker.port,
+            [(c, [load.device_topic(c)]) for c in clients[index::count]], pool, 1 / count,
+            index, control, ready))
         proc.start()
         readies.append(ready)
         procs.append(proc)
