@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from provisioning.patients import patient_key
 from tests.fhir_support import LOINC, MDC, URL, error, hourly, loinc, resources, search
@@ -120,6 +123,37 @@ def test_paging_walks_every_reading_once_and_never_splits_a_panel(
         pages += 1
     assert pages == 5
     assert walked == everything
+
+
+def _walk(api: TestClient, fleet: Fleet, count: int) -> list[dict[str, Any]]:
+    """Every resource of the patient's search, page by page through the next links."""
+    body = search(api, fleet, _count=count)
+    walked = resources(body)
+    while next_url := {link["relation"]: link["url"] for link in body["link"]}.get("next"):
+        response = api.get(next_url, headers=bearer("20"))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        walked.extend(resources(body))
+    return walked
+
+
+@pytest.mark.parametrize("zone", ["Europe/Stockholm", "Etc/UTC", "America/St_Johns"])
+def test_the_servers_time_zone_changes_no_resource_and_no_page(
+        fleet: Fleet, database_url: str, zone: str) -> None:
+    # Rows are read in UTC whatever the session's zone (or with the zone renamed 'UTC' when
+    # it is UTC by another name); a cursor written in the session's zone must still page
+    # through every reading once.
+    hourly(database_url, fleet, 5)
+    with api_client(database_url) as api:
+        expected = resources(search(api, fleet, _count=100))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET timezone TO {}").format(
+            sql.Identifier(str(conninfo_to_dict(database_url)["dbname"])), sql.Literal(zone)))
+    with api_client(database_url) as api:
+        assert resources(search(api, fleet, _count=100)) == expected
+        assert _walk(api, fleet, 3) == expected
+    assert len(expected) == 10
+    assert all(r["effectiveDateTime"].endswith(":00Z") for r in expected)
 
 
 def test_a_cursor_is_tied_to_its_sort_order(client: TestClient, fleet: Fleet,

@@ -37,6 +37,20 @@ HealthProvider = Callable[[], dict[str, Any]]
 _TOKEN_TTL_SECONDS: int = Settings.model_fields["token_ttl_seconds"].default
 
 
+# Names of UTC itself. PostgreSQL's usual default is 'Etc/UTC', and psycopg loads a timestamptz
+# of any zone named otherwise than 'UTC' through zoneinfo, a fifth of a long FHIR page's time
+# (gateway/api/readings.py switches other zones to UTC for its reads).
+_UTC_NAMES = frozenset({"Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu",
+                        "Zulu"})
+
+
+def _utc_by_its_name(conn: psycopg.Connection[Any]) -> None:
+    """Call a session in UTC by the name 'UTC': the same zone, whatever a query computes."""
+    if conn.info.parameter_status("TimeZone") in _UTC_NAMES:
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.commit()
+
+
 def create_app(*, database_url: str, secret: bytes,
                gateway_health: HealthProvider | None = None,
                ca_passphrase: bytes | None = None, broker_dir: Path | None = None,
@@ -53,7 +67,7 @@ def create_app(*, database_url: str, secret: bytes,
                          f"{MAX_TOKEN_TTL_SECONDS}")
     pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
         database_url, min_size=1, max_size=8, open=False, name="aidlink-api",
-        kwargs={"connect_timeout": 5},
+        kwargs={"connect_timeout": 5}, configure=_utc_by_its_name,
     )
 
     @asynccontextmanager

@@ -73,7 +73,7 @@ def search_observations(request: Request, state: State, who: PatientReader, conn
         limit=search.count, after=search.after)
     with conn.transaction():
         readings, last = fetch_readings(conn, query)
-        seen = {r.rows[0]["patient_key"] for r in readings if r.rows[0]["patient_key"]}
+        seen = {key for r in readings if (key := r.patient_key)}
         log_access(conn, who, patient_keys=seen | ({key} if key else set()),
                    action="fhir.Observation.search", purpose=purpose, end_user=end_user,
                    detail={"route": "/fhir/r4/Observation", "readings": len(readings),
@@ -86,8 +86,9 @@ def search_observations(request: Request, state: State, who: PatientReader, conn
         cursor = encode_reading_cursor(last, newest_first=search.newest_first)
         kept = [(k, v) for k, v in items if k != "_cursor"]
         next_url = f"{base}/Observation?{urlencode([*kept, ('_cursor', cursor)])}"
-    entries = [fhir.observation(r, search.patient_ref) for r in readings]
-    return _fhir(fhir.searchset(entries, self_url=self_url, next_url=next_url, base=base))
+    bundle = fhir.searchset(fhir.observations(readings, search.patient_ref), self_url=self_url,
+                            next_url=next_url, base=base)
+    return Response(fhir.to_json(bundle), media_type=fhir.FHIR_JSON)
 
 
 @router.get("/Device/{device_id}")

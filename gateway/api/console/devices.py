@@ -30,7 +30,7 @@ from gateway.api.deps import Conn, State
 from gateway.api.provisioning_common import MaybePassphrase, Passphrase, operator
 from gateway.api.provisioning_models import AssignBody, ReasonBody, ReturnBody, RevokeBody
 from gateway.api.queries import log_access
-from gateway.api.readings import ReadingQuery, fetch_readings
+from gateway.api.readings import ROW_COLUMNS, ReadingQuery, fetch_readings
 from gateway.auth import Caller
 from provisioning import licences, lifecycle, service
 from provisioning.errors import NotFoundError
@@ -68,7 +68,8 @@ def _readings(scoped: Connection, who: Caller, device_id: str,
     since = datetime.now(UTC) - timedelta(days=READING_DAYS)
     found, _ = fetch_readings(scoped, ReadingQuery(
         principal=who.principal, device_id=device_id, since=since, limit=READING_LIMIT))
-    rows = [row for reading in found for row in reading.rows]
+    rows: list[dict[str, Any]] = [dict(zip(ROW_COLUMNS, row, strict=True))
+                                  for reading in found for row in reading.rows]
     log_access(scoped, who, patient_keys={r["patient_key"] for r in rows if r["patient_key"]},
                action="observations.read", purpose="care", end_user=None,
                detail={"route": f"/console/devices/{device_id}", "rows": len(rows)})
