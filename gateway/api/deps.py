@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -110,9 +110,20 @@ def auditor(who: CallerDep) -> Caller:
     return allowed(who, (Role.AUDITOR, Role.ADMIN), Scope.AUDIT, "read the access log")
 
 
-PatientReader = Annotated[Caller, Depends(patient_reader)]
-EventsReader = Annotated[Caller, Depends(events_reader)]
-DevicesReader = Annotated[Caller, Depends(devices_reader)]
+def _on_the_loop(check: Callable[[Caller], Caller]) -> Callable[[Caller], Awaitable[Caller]]:
+    """A role check as an ``async`` dependency: it neither blocks nor waits, and as a plain
+    function FastAPI would hand it to a worker thread and back on every request."""
+
+    async def dependency(who: CallerDep) -> Caller:
+        return check(who)
+
+    dependency.__doc__ = check.__doc__
+    return dependency
+
+
+PatientReader = Annotated[Caller, Depends(_on_the_loop(patient_reader))]
+EventsReader = Annotated[Caller, Depends(_on_the_loop(events_reader))]
+DevicesReader = Annotated[Caller, Depends(_on_the_loop(devices_reader))]
 Auditor = Annotated[Caller, Depends(auditor)]
 
 
