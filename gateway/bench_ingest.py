@@ -20,6 +20,7 @@ import http.client
 import os
 import re
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -37,7 +38,7 @@ from gateway import bench_ingest_plot as report
 from gateway import db
 from gateway.bench_ingest_procs import MAX_BACKLOG, Run, gateways, publishers, subscribers
 from gateway.services.host import read_pid
-from gateway.services.mosquitto import MosquittoProcess
+from gateway.services.mosquitto import LOG_FILE_NAME, MosquittoProcess
 from gateway.services.postgres import PostgresProcess
 from gateway.settings import Settings
 
@@ -301,6 +302,16 @@ def _broker_settings(broker: MosquittoProcess) -> dict[str, str]:
     return {key: value for key, value in pairs if key in wanted}
 
 
+def keep_logs(root: Path, into: Path) -> Path:
+    """Copy the gateways' and the broker's logs out of the run's scratch directory, which goes
+    with the run: a run that fell short is explained by them."""
+    into.mkdir(parents=True, exist_ok=True)
+    for log in [*sorted(root.glob("gateway-*.log")), root / "mqtt" / LOG_FILE_NAME]:
+        if log.exists():
+            shutil.copy2(log, into / log.name)
+    return into
+
+
 def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float = 20.0,
                      seconds_throughput: float = 30.0, latency_rate: float = 5000.0,
                      seconds_latency: float = 30.0, publishers: int = 2, gateways: int = 1,
@@ -328,6 +339,9 @@ def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float =
             db.migrate(url)
             pid = read_pid(root / "pg" / "postmaster.pid")
             figures = _measure(root, url, opts, None if pid is None else psutil.Process(pid))
+            if figures["notes"] or figures["stored_readings"] != figures["published_to_gateway"]:
+                kept = keep_logs(root, out.with_name(f"{out.stem}-logs"))
+                figures["notes"].append(f"the gateways' and the broker's logs are kept in {kept}")
             figures["machine"] = {**report.machine(url), "load_average_at_start":
                                   figures.pop("load_average_at_start")}
     figures["options"] = opts

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.bench_ingest import run_ingest_bench
+from gateway.bench_ingest import keep_logs, run_ingest_bench
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import find_postgres_bin_dir
 from tests.conftest import missing_component
@@ -107,3 +107,16 @@ def test_two_gateways_share_the_stream_and_the_ceiling_is_shared_alike(
     assert min(figures["stored_by_gateway"]) > 0, figures["stored_by_gateway"]
     watched = {key for entry in figures["timeline"] for key in entry if key.startswith("cpu_")}
     assert {"cpu_subscriber-0", "cpu_subscriber-1", "cpu_gateway"} <= watched
+
+
+def test_a_run_that_fell_short_keeps_the_gateways_and_the_brokers_logs(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    (scratch / "mqtt").mkdir(parents=True)
+    (scratch / "gateway-0.log").write_text("gateway 0\n")
+    (scratch / "gateway-1.log").write_text("gateway 1\n")
+    (scratch / "mqtt" / "mosquitto.log").write_text("broker\n")
+    (scratch / "pg").mkdir()
+    kept = keep_logs(scratch, tmp_path / "ingest-logs")
+    assert sorted(p.name for p in kept.iterdir()) == ["gateway-0.log", "gateway-1.log",
+                                                      "mosquitto.log"]
+    assert (kept / "gateway-1.log").read_text() == "gateway 1\n"
