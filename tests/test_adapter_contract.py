@@ -14,6 +14,8 @@ import os
 import random
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -254,3 +256,16 @@ def test_registry_decode_unknown_channel() -> None:
         registry.decode("ble/ffff", b"\x00")
     assert caught.value.channel == "ble/ffff"
     assert str(caught.value) == "no adapter for channel 'ble/ffff'"
+
+
+def test_dumps_utc_writes_what_dumps_writes_for_utc_datetimes() -> None:
+    from adapters.model import dumps_utc
+
+    value = {"at": [datetime(2026, 11, 1, 8, 0, tzinfo=UTC),
+                    datetime(2026, 11, 1, 8, 0, 0, 500, tzinfo=UTC)],
+             "n": [Decimal("2.00"), Decimal("-0.5"), Decimal("1E+2")]}
+    assert dumps_utc(value) == dumps(value).encode()
+    assert dumps_utc(value) == (b'{"at":["2026-11-01T08:00:00Z","2026-11-01T08:00:00.000500Z"],'
+                                b'"n":[2.00,-0.5,1E+2]}')
+    with pytest.raises(ValueError, match="non-finite"):
+        dumps_utc({"n": Decimal("NaN")})

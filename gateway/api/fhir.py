@@ -23,9 +23,8 @@ from decimal import Decimal
 from functools import cache, lru_cache
 from typing import Any
 
-import orjson
-
 from adapters.catalogue import BY_LOINC_ONLY, BY_MDC, LOINC, MDC, UCUM, Metric
+from adapters.model import dumps_utc
 from gateway.api.readings import Reading, ReadingRow
 
 FHIR_JSON = "application/fhir+json"
@@ -334,17 +333,7 @@ def operation_outcome(code: str, diagnostics: str) -> dict[str, Any]:
     }
 
 
-def _number(value: Any) -> orjson.Fragment:
-    # The rule of adapters.model.dumps: a Decimal is a JSON number with its own digits.
-    if not isinstance(value, Decimal):
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-    if not value.is_finite():
-        raise ValueError(f"non-finite number {value} has no JSON form")
-    return orjson.Fragment(str(value))
-
-
 def to_json(resource: dict[str, Any]) -> bytes:
     """The JSON of a resource or Bundle built here, byte for byte what adapters.model.dumps
-    writes. Its datetimes are all UTC, so orjson writes them itself (``dumps`` hands every
-    datetime back to Python, to convert any zone), and the bytes go out as they are."""
-    return orjson.dumps(resource, default=_number, option=orjson.OPT_UTC_Z)
+    writes: its datetimes are all UTC (``_utc``), so orjson writes them itself."""
+    return dumps_utc(resource)
