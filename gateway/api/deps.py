@@ -127,14 +127,28 @@ DevicesReader = Annotated[Caller, Depends(_on_the_loop(devices_reader))]
 Auditor = Annotated[Caller, Depends(auditor)]
 
 
+def commit_before_answer(conn: psycopg.Connection[Any]) -> None:
+    """Commit the request's work; 503 when the database refuses. The answer goes out only
+    after this: no data is shown whose access-log entry was not kept, and no change reported
+    done that was not."""
+    try:
+        conn.commit()
+    except psycopg.Error as exc:
+        raise HTTPException(503, f"the database did not commit this request's work"
+                                 f" ({type(exc).__name__}); none of it was kept") from exc
+
+
 def connection(state: State) -> Iterator[psycopg.Connection[Any]]:
     """A pooled connection; the request's reads and its access-log entries share one
     transaction, committed when the route returns without error."""
     with state.pool.connection() as conn:
         yield conn
+        commit_before_answer(conn)
 
 
-Conn = Annotated[psycopg.Connection[Any], Depends(connection)]
+# Scope "function": FastAPI runs the code after ``yield`` before the response is sent, not
+# after it (its default, "request"), so the commit comes before the answer.
+Conn = Annotated[psycopg.Connection[Any], Depends(connection, scope="function")]
 
 
 def scoped_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connection[Any]]:
@@ -143,6 +157,7 @@ def scoped_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connecti
     with state.pool.connection() as conn:
         scoping.enter(conn, who.principal, scoping.API_ROLE)
         yield conn
+        commit_before_answer(conn)
 
 
 def audit_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connection[Any]]:
@@ -150,7 +165,8 @@ def audit_connection(state: State, who: CallerDep) -> Iterator[psycopg.Connectio
     with state.pool.connection() as conn:
         scoping.enter(conn, who.principal, scoping.AUDIT_ROLE)
         yield conn
+        commit_before_answer(conn)
 
 
-ScopedConn = Annotated[psycopg.Connection[Any], Depends(scoped_connection)]
-AuditConn = Annotated[psycopg.Connection[Any], Depends(audit_connection)]
+ScopedConn = Annotated[psycopg.Connection[Any], Depends(scoped_connection, scope="function")]
+AuditConn = Annotated[psycopg.Connection[Any], Depends(audit_connection, scope="function")]

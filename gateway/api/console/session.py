@@ -109,7 +109,8 @@ def scoped_connection(state: State, who: ConsoleCaller) -> Iterator[psycopg.Conn
     yield from deps.scoped_connection(state, who)
 
 
-ScopedConn = Annotated[psycopg.Connection[Any], Depends(scoped_connection)]
+# Committed before the answer, as the API's (gateway/api/deps.py).
+ScopedConn = Annotated[psycopg.Connection[Any], Depends(scoped_connection, scope="function")]
 
 
 async def csrf_checked(request: Request, state: State, who: ConsoleCaller) -> Caller:
