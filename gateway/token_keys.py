@@ -48,6 +48,10 @@ RETIRED_WINDOW = timedelta(seconds=MAX_TOKEN_TTL_SECONDS + LEEWAY_SECONDS)
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
+class NotCached(Exception):
+    """The key ring would have to read the database to answer (see ``KeyRing.cached``)."""
+
+
 class KeyRingError(Exception):
     """The stored keys cannot be used (for example under another server secret)."""
 
@@ -178,12 +182,24 @@ class KeyRing:
             self._refresh(self._reload_seconds, wait=True)
             with self._lock:
                 entry = self._public.get(kid)
+        return _usable(kid, entry)
+
+    @property
+    def cached(self) -> CachedKeys:
+        """The same keys without the database: for checking tokens where waiting on it would
+        hold up others (the API's event loop)."""
+        return CachedKeys(self)
+
+    def cached_public_key(self, kid: str) -> ec.EllipticCurvePublicKey:
+        """``public_key`` as long as it need not read the database; NotCached when it would
+        (the cache is due for its refresh, or ``kid`` is unknown and may have been added)."""
+        if not self._fresh(self._refresh_seconds):
+            raise NotCached(f"the cached keys are due for a reload (looking up key {kid})")
+        with self._lock:
+            entry = self._public.get(kid)
         if entry is None:
-            raise TokenError(f"token is not valid: it is signed by unknown key {kid!r}")
-        if entry.dropped(datetime.now(UTC)):
-            raise TokenError(f"token is not valid: key {kid} was retired at"
-                             f" {entry.retired_at} and is no longer trusted")
-        return entry.key
+            raise NotCached(f"key {kid} is not cached")
+        return _usable(kid, entry)
 
     # --- inside -------------------------------------------------------------------------
 
@@ -256,3 +272,26 @@ class KeyRing:
         if not isinstance(private, ec.EllipticCurvePrivateKey):
             raise KeyRingError(f"token signing key {kid} is not an EC key")
         return SigningKey(kid=kid, private_key=private)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedKeys:
+    """A key ring's cached keys as ``VerificationKeys``: a lookup that would need the
+    database raises NotCached."""
+
+    ring: KeyRing
+
+    def public_key(self, kid: str) -> ec.EllipticCurvePublicKey:
+        """The cached key named ``kid``; TokenError when it is no longer trusted."""
+        return self.ring.cached_public_key(kid)
+
+
+def _usable(kid: str, entry: _Public | None) -> ec.EllipticCurvePublicKey:
+    """The key of ``entry``, or TokenError saying why there is none to use."""
+    if entry is None:
+        raise TokenError(f"token is not valid: it is signed by unknown key {kid!r}")
+    if entry.dropped(datetime.now(UTC)):
+        raise TokenError(f"token is not valid: key {kid} was retired at"
+                         f" {entry.retired_at} and is no longer trusted")
+    return entry.key
+

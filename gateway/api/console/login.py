@@ -68,7 +68,7 @@ def login(request: Request, state: State, conn: Conn,
         return _login_page(request, state, status=answer.status_code, client_id=client_id,
                            problem=t("login.refused", reason=granted["error_description"]))
     token = str(granted["access_token"])
-    who = deps.caller(state, f"Bearer {token}")
+    who = deps.authenticate(state, f"Bearer {token}")
     if who.role not in CONSOLE_ROLES:
         return _login_page(request, state, status=403, client_id=client_id,
                            problem=t("login.role", role=who.role))

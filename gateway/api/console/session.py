@@ -85,7 +85,7 @@ def console_caller(request: Request, state: State) -> Caller:
     if token is None:
         raise LoginRequired("login.required")
     try:
-        return deps.caller(state, f"Bearer {token}")
+        return deps.authenticate(state, f"Bearer {token}")
     except HTTPException as exc:
         if exc.status_code == 401:
             raise LoginRequired("login.expired" if "expired" in str(exc.detail)
