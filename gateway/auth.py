@@ -120,6 +120,11 @@ def issue_token(key: SigningKey, *, principal: str, role: Role, subject: str,
 
 def verify_token(keys: VerificationKeys, token: str) -> Caller:
     """Check a token's key, signature, issuer and expiry, and say who it stands for."""
+    return verify_token_until(keys, token)[0]
+
+
+def verify_token_until(keys: VerificationKeys, token: str) -> tuple[Caller, int]:
+    """``verify_token``, and the token's expiry (its ``exp``, seconds since the epoch)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
@@ -149,4 +154,5 @@ def verify_token(keys: VerificationKeys, token: str) -> Caller:
         raise TokenError("token lacks its scope claim")
     # Only known scopes count; anything else in the claim grants nothing.
     granted = frozenset(scope.split()) & frozenset(SCOPES)
-    return Caller(principal=principal, role=role, subject=str(claims["sub"]), scopes=granted)
+    return (Caller(principal=principal, role=role, subject=str(claims["sub"]), scopes=granted),
+            int(claims["exp"]))

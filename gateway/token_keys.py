@@ -127,6 +127,7 @@ class KeyRing:
         self._public: dict[str, _Public] = {}
         self._private: dict[str, SigningKey] = {}
         self._loaded_at: float | None = None
+        self._generation = 0
 
     def current(self) -> SigningKey:
         """The key that signs new tokens; the first one is made if there is none."""
@@ -185,6 +186,13 @@ class KeyRing:
         return _usable(kid, entry)
 
     @property
+    def generation(self) -> int:
+        """How many times the keys have been read: a check made under another generation
+        may rest on a key since dropped."""
+        with self._lock:
+            return self._generation
+
+    @property
     def cached(self) -> CachedKeys:
         """The same keys without the database: for checking tokens where waiting on it would
         hold up others (the API's event loop)."""
@@ -234,6 +242,7 @@ class KeyRing:
         }
         self._private = {k: v for k, v in self._private.items() if k in self._public}
         self._loaded_at = time.monotonic()
+        self._generation += 1
 
     def _ensure_current(self, conn: Conn) -> str:
         """The current key's kid, making the first key when the table has none current."""

@@ -29,6 +29,7 @@ from gateway.api.observations import router as observations_router
 from gateway.api.provisioning import router as provisioning_router
 from gateway.api.provisioning_orders import router as orders_router
 from gateway.api.provisioning_pilots import router as pilots_router
+from gateway.api.verified_tokens import VerifiedTokens
 from gateway.auth import MAX_TOKEN_TTL_SECONDS
 from gateway.settings import Settings
 from gateway.token_keys import KeyRing
@@ -91,7 +92,8 @@ def create_app(*, database_url: str, secret: bytes,
     # request holding a pooled connection never waits on the pool for a second one.
     keys = KeyRing(lambda: psycopg.connect(database_url, connect_timeout=5), secret)
     app.state.aidlink = ApiState(pool=pool, secret=secret, keys=keys, limiter=limiter,
-                                 token_ttl_seconds=token_ttl_seconds)
+                                 token_ttl_seconds=token_ttl_seconds,
+                                 verified=VerifiedTokens())
     app.state.aidlink_ca_passphrase = ca_passphrase
     # Where `aidlink broker-config` wrote the broker's files: credential changes refresh them.
     app.state.aidlink_broker_dir = broker_dir

@@ -14,20 +14,23 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.api import scoping
 from gateway.api.limits import RateLimiter
-from gateway.auth import Caller, Role, Scope, TokenError, VerificationKeys, verify_token
+from gateway.api.verified_tokens import VerifiedTokens
+from gateway.auth import Caller, Role, Scope, TokenError, VerificationKeys, verify_token_until
 from gateway.token_keys import KeyRing, KeyRingError, NotCached
 
 
 @dataclass(frozen=True, slots=True)
 class ApiState:
     """What the routes share: the pool, the server secret, the token key ring, the per-client
-    rate limiter (None: unlimited) and the lifetime of the tokens ``/oauth/token`` issues."""
+    rate limiter (None: unlimited), the lifetime of the tokens ``/oauth/token`` issues and
+    the tokens already verified."""
 
     pool: ConnectionPool[psycopg.Connection[Any]]
     secret: bytes
     keys: KeyRing
     limiter: RateLimiter | None
     token_ttl_seconds: int
+    verified: VerifiedTokens
 
 
 # ``async``, as it neither blocks nor waits: FastAPI runs every plain ``def`` dependency on a
@@ -68,12 +71,18 @@ def _checked(state: ApiState, authorization: str | None, keys: VerificationKeys)
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPException(401, "Authorization must be 'Bearer <token>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    try:
-        who = verify_token(keys, token.strip())
-    except TokenError as exc:
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-    except KeyRingError as exc:
-        raise HTTPException(503, f"tokens cannot be checked: {exc}") from exc
+    token = token.strip()
+    # Read before the check: a reload during it makes the entry stale, never the reverse.
+    generation = state.keys.generation
+    who = state.verified.get(token, generation)
+    if who is None:
+        try:
+            who, expires = verify_token_until(keys, token)
+        except TokenError as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+        except KeyRingError as exc:
+            raise HTTPException(503, f"tokens cannot be checked: {exc}") from exc
+        state.verified.put(token, who, expires, generation)
     rate_limit(state.limiter, who)
     return who
 
