@@ -344,6 +344,9 @@ def run_ingest_bench(out: Path, *, devices: int = 1000, seconds_ceiling: float =
                 figures["notes"].append(f"the gateways' and the broker's logs are kept in {kept}")
             figures["machine"] = {**report.machine(url), "load_average_at_start":
                                   figures.pop("load_average_at_start")}
+            note = report.writeback_note(figures["machine"]["kernel_writeback"])
+            if note is not None:
+                figures["notes"].append(note)
     figures["options"] = opts
     figures["targets"] = report.verdicts(figures)
     out.write_text(report.dumps(figures))

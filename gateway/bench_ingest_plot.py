@@ -131,7 +131,36 @@ def machine(url: str) -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "postgresql": "unknown" if row is None else str(row[0]), "durable_postgres": True,
-            "mosquitto": version, "load_average_at_end": [round(v, 2) for v in os.getloadavg()]}
+            "mosquitto": version, "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+            "kernel_writeback": writeback()}
+
+
+# The kernel's page-cache writeback settings that decide how much written data may pile up
+# before it is written out in one burst (Linux: /proc/sys/vm).
+WRITEBACK_SETTINGS = ("dirty_background_bytes", "dirty_background_ratio", "dirty_bytes",
+                      "dirty_ratio", "dirty_expire_centisecs", "dirty_writeback_centisecs")
+
+
+def writeback(root: Path = Path("/proc/sys/vm")) -> dict[str, int]:
+    """This machine's writeback settings; empty where there are none to read."""
+    found = {}
+    for name in WRITEBACK_SETTINGS:
+        try:
+            found[name] = int((root / name).read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def writeback_note(settings: dict[str, int]) -> str | None:
+    """A note when background writeback starts only at a share of memory (the default), so
+    that commits may stall behind seconds of other writes (docs/OPERATIONS.md)."""
+    if settings.get("dirty_background_bytes", 1) != 0:
+        return None
+    return (f"the kernel starts writing back at {settings.get('dirty_background_ratio')} % of"
+            " memory (vm.dirty_background_ratio; vm.dirty_background_bytes is 0): the store's"
+            " writes pile up and are written out at once, and commits wait behind them (see"
+            " docs/OPERATIONS.md, the database host)")
 
 
 def _cpu_per_reading(phase: dict[str, Any]) -> dict[str, float]:

@@ -21,10 +21,14 @@ _START_TIMEOUT_S = 30.0
 
 
 def _run_gateway(database_url: str, mqtt_url: str, stop: Event) -> None:
+    from gateway import heap
     from gateway.ingest.pipeline import Gateway, GatewayConfig
 
     gateway = Gateway(GatewayConfig(database_url=database_url, mqtt_url=mqtt_url))
     gateway.start()
+    # As ``aidlink gateway`` runs it.
+    heap.collect_less_often()
+    heap.settle()
     stop.wait()
     gateway.stop()
 

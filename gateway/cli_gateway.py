@@ -10,6 +10,7 @@ from types import FrameType
 
 import click
 
+from gateway import heap
 from gateway.cli_common import fail, settings_of
 from gateway.fleet_metrics import FleetMetrics
 from gateway.health_server import HealthServer
@@ -86,6 +87,8 @@ def gateway_cmd(ctx: click.Context, group: str | None, client_id: str | None,
     if not gateway.wait_connected(10):
         log.warning("not connected to the broker yet; retrying in the background")
     log.info("gateway %s running (subscription %s)", config.client_id, config.subscription)
+    heap.collect_less_often()
+    heap.settle()
     stop.wait()
     gateway.stop()
     if health is not None:

@@ -17,7 +17,7 @@ import click
 import psycopg
 import uvicorn
 
-from gateway import db, demo, demo_week
+from gateway import db, demo, demo_week, heap
 from gateway.api.app import create_app
 from gateway.auth import MAX_TOKEN_TTL_SECONDS, Role, issue_token
 from gateway.dc09_thread import Dc09Receiver
@@ -169,6 +169,9 @@ def up_cmd(ctx: click.Context, with_demo: bool, home: Path | None, mqtt_port: in
             receive_maximum=settings.receive_maximum, writers=settings.writers))
         gateway.start()
         stack.callback(gateway.stop)
+        # The API's startup freezes the heap (gateway/heap.py); the gateway's share of this
+        # process needs the rarer collections too.
+        heap.collect_less_often()
         if not gateway.wait_connected(10):
             _say("aidlink up: the gateway could not connect to the broker")
             sys.exit(1)

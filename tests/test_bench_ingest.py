@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.bench_ingest import keep_logs, run_ingest_bench
+from gateway.bench_ingest_plot import writeback, writeback_note
 from gateway.services.mosquitto import MosquittoProcess
 from gateway.services.postgres import find_postgres_bin_dir
 from tests.conftest import missing_component
@@ -120,3 +121,20 @@ def test_a_run_that_fell_short_keeps_the_gateways_and_the_brokers_logs(tmp_path:
     assert sorted(p.name for p in kept.iterdir()) == ["gateway-0.log", "gateway-1.log",
                                                       "mosquitto.log"]
     assert (kept / "gateway-1.log").read_text() == "gateway 1\n"
+
+
+def test_the_machines_writeback_settings_are_read_and_the_default_is_noted(
+        tmp_path: Path) -> None:
+    (tmp_path / "dirty_background_bytes").write_text("0\n")
+    (tmp_path / "dirty_background_ratio").write_text("10\n")
+    (tmp_path / "dirty_expire_centisecs").write_text("3000\n")
+    (tmp_path / "dirty_ratio").write_text("not a number\n")
+    settings = writeback(tmp_path)
+    assert settings == {"dirty_background_bytes": 0, "dirty_background_ratio": 10,
+                        "dirty_expire_centisecs": 3000}
+    note = writeback_note(settings)
+    assert note is not None and "10 % of memory" in note
+    assert writeback_note({**settings, "dirty_background_bytes": 33554432}) is None
+    # Nothing to read (not Linux): no settings, and nothing to say about them.
+    assert writeback(tmp_path / "absent") == {}
+    assert writeback_note({}) is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg_pool import ConnectionPool
 
 from adapters.model import dumps
+from gateway import heap
 from gateway.api import fhir
 from gateway.api.audit import router as audit_router
 from gateway.api.console import router as console_router
@@ -75,12 +75,9 @@ def create_app(*, database_url: str, secret: bytes,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
-        # What is loaded by now (some 100,000 objects) lives as long as the process. A long
-        # FHIR page makes some 20,000 dicts, and the full collections they set off walked all
-        # of it: up to 68 ms each, once every dozen 30-day pages. Frozen, it is left out of
-        # every collection (startup's garbage collected first, so none is kept for good).
-        gc.collect()
-        gc.freeze()
+        # A long FHIR page makes some 20,000 dicts, and the full collections they set off
+        # walked the whole app: up to 68 ms each, once every dozen 30-day pages.
+        heap.settle()
         try:
             yield
         finally:

@@ -55,7 +55,7 @@ class GatewayConfig:
     client_id: str = "aidlink-gateway"
     protocol: int = 5
     batch_max_rows: int = 500
-    batch_max_delay: float = 0.1
+    batch_max_delay: float = 0.025
     receive_maximum: int = 1000
     subscription: str = SUBSCRIPTION
     supervision_interval: float = 30.0
