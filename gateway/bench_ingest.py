@@ -37,6 +37,7 @@ from gateway import bench_ingest_load as load
 from gateway import bench_ingest_plot as report
 from gateway import db
 from gateway.bench_ingest_procs import MAX_BACKLOG, Run, gateways, publishers, subscribers
+from gateway.bench_processes import healthz
 from gateway.services.host import read_pid
 from gateway.services.mosquitto import LOG_FILE_NAME, MosquittoProcess
 from gateway.services.postgres import PostgresProcess
@@ -146,6 +147,21 @@ def _drain(run: Run, timeout: float) -> bool:
     return False
 
 
+def _holding(ports: list[int]) -> str:
+    """What each gateway says it holds (its /healthz): whether the readings not yet stored
+    are in a gateway, or were never delivered to one."""
+    said = []
+    for index, port in enumerate(ports):
+        answer = healthz(port)
+        if answer is None:
+            said.append(f"gateway {index} did not answer /healthz")
+            continue
+        body = answer[1].get("gateway", answer[1])
+        said.append(f"gateway {index}: {body.get('in_flight')} in flight, {body.get('queued')}"
+                    f" queued, oldest {body.get('oldest_unacknowledged_age_s')} s")
+    return " (" + "; ".join(said) + ")"
+
+
 def _quiesce(run: Run, deadline: float) -> None:
     """Wait until every reading written is acknowledged and the count holds still. A
     publisher counts what it wrote only after writing it: the count must not move after a
@@ -244,13 +260,15 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
         _phase(run, "throughput", opts["seconds_throughput"], 0.0)
         if not _drain(run, 120):
             notes.append("the gateway had not stored the backlog 120 s after the throughput"
-                         " phase; latency was measured with it still draining")
+                         " phase; latency was measured with it still draining"
+                         + _holding(ports))
         probe = _Probe(url, clients[:PROBE_DEVICES])
         probe.start()
         _say(f"latency: {opts['latency_rate']:,.0f} readings/s for {opts['seconds_latency']:g} s")
         _phase(run, "latency", opts["seconds_latency"], opts["latency_rate"])
         if not _drain(run, 60):
-            notes.append("the gateway had not stored every reading 60 s after the latency phase")
+            notes.append("the gateway had not stored every reading 60 s after the latency"
+                         " phase" + _holding(ports))
         probe.stop.set()
         probe.join(timeout=10)
         per_gateway = [int(count()) for count in counters]

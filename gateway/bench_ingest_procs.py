@@ -91,9 +91,12 @@ def publishers(broker: MosquittoProcess, clients: list[str], count: int) -> Iter
                 proc.terminate()
 
 
-# The shared subscription group of the gateways (and of the ceiling's subscribers) when the
-# bench runs more than one.
+# The shared subscription groups of the gateways and of the ceiling's subscribers when the
+# bench runs more than one. Two names: a ceiling subscriber still registered when the
+# gateways start (its connection not yet closed by the broker) must not be a member of the
+# gateways' group, where it would be handed readings it never takes.
 SHARE_GROUP = "bench"
+CEILING_SHARE_GROUP = "bench-ceiling"
 
 
 @contextmanager
@@ -104,7 +107,7 @@ def subscribers(broker: MosquittoProcess, receive_maximum: int,
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     received = context.Array("q", count, lock=False)
-    group = SHARE_GROUP if count > 1 else None
+    group = CEILING_SHARE_GROUP if count > 1 else None
     procs, readies = [], []
     for index in range(count):
         ready = context.Event()
