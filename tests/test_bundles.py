@@ -10,7 +10,7 @@ import pytest
 
 from gateway import db
 from gateway.settings import ConfigurationError, Settings, device_broker_url, without_userinfo
-from tests.test_cli import add_principal, environment, failure, one, run
+from tests.cli_support import add_principal, environment, failure, one, run
 
 # The gateway's own URL as docker/compose.yaml sets it: its user and password on loopback.
 GATEWAY_PASSWORD = "gw-Secret-7f3a9c"  # a test value, looked for in the bundles

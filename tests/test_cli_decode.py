@@ -12,8 +12,8 @@ import pytest
 
 from adapters.registry import ADAPTERS
 from gateway import db
+from tests.cli_support import BP_WITH_TIME, bp_values, environment, failure, lines, run
 from tests.support import count
-from tests.test_cli import BP_WITH_TIME, bp_values, environment, failure, lines, run
 
 
 @pytest.fixture
