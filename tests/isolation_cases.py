@@ -261,7 +261,7 @@ CASES.update({
         Case(T, "/console/onboard", console=True, form={"model": "bpm", "serial": "ISO-C1"},
              expect=(200,))],
     ("GET", "/console/bulk"): [Case(T, "/console/bulk", console=True, expect=(200,))],
-    # Accepted as a job; its row for principal 20 is refused (tests/test_console.py).
+    # Accepted as a job; its row for principal 20 is refused (tests/test_console_actions.py).
     ("POST", "/console/bulk"): [
         Case(T, "/console/bulk", console=True, csv="principal,model,serial\n20,bpm,ISO-C2\n",
              expect=(303,))],
