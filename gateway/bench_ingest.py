@@ -156,7 +156,7 @@ def _holding(ports: list[int]) -> str:
         if answer is None:
             said.append(f"gateway {index} did not answer /healthz")
             continue
-        body = answer[1].get("gateway", answer[1])
+        body = answer[1]
         said.append(f"gateway {index}: {body.get('in_flight')} in flight, {body.get('queued')}"
                     f" queued, oldest {body.get('oldest_unacknowledged_age_s')} s")
     return " (" + "; ".join(said) + ")"

@@ -303,4 +303,3 @@ def _usable(kid: str, entry: _Public | None) -> ec.EllipticCurvePublicKey:
         raise TokenError(f"token is not valid: key {kid} was retired at"
                          f" {entry.retired_at} and is no longer trusted")
     return entry.key
-
