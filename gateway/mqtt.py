@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import CallbackOnMessage
+from paho.mqtt.client import PUBACK, CallbackOnMessage
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.exception import MalformedPacket
 
 from gateway.mqtt_publish import decode_publish
 
 # What one read from the socket may take. A QoS 1 reading is some 60-200 bytes on the wire,
 # so one read carries hundreds of them.
 _READ_CHUNK = 65536
+_PUBACK = struct.Struct("!BBH")
 
 
 class MqttUrlError(ValueError):
@@ -90,6 +94,57 @@ class BufferedClient(mqtt.Client):
     def _buffered(self) -> bool:
         return self._read_pos < len(self._read_ahead)
 
+    def _packet_read(self) -> MQTTErrorCode:
+        # Every whole PUBLISH (QoS 0 or 1) already in the buffer is framed here, straight from
+        # the bytes: paho would make one call for the header byte, one per byte of the
+        # remaining length and one for the body, and build a fresh packet record for each.
+        # Any other packet, or one cut off at the end of the buffer, is left to paho.
+        if self._in_packet["command"] == 0:
+            framed = False
+            while (packet := self._whole_publish()) is not None:
+                framed = True
+                try:
+                    rc = self._publish(*packet)
+                except MalformedPacket as exc:
+                    self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+                    rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    return rc
+            if framed:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
+
+    def _whole_publish(self) -> tuple[int, bytes] | None:
+        """The fixed header's first byte and the rest of the next packet in the buffer, taken
+        out of it, when that packet is a whole PUBLISH of QoS 0 or 1.
+
+        Fixed header (MQTT 3.1.1 and 5.0, §2.2): one byte of type (0x3_ for PUBLISH) and
+        flags (DUP 0x08, QoS 0x06, RETAIN 0x01), then the remaining length as a Variable Byte
+        Integer (7 bits a byte, low first, at most four bytes).
+        """
+        buf, pos = self._read_ahead, self._read_pos
+        end = len(buf)
+        if pos >= end or buf[pos] & 0xF6 not in (0x30, 0x32):
+            return None
+        length = shift = 0
+        at = pos + 1
+        while True:
+            if at >= end or at - pos > 4:
+                return None
+            byte = buf[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        stop = at + length
+        if stop > end:
+            return None
+        self._read_pos = stop
+        return buf[pos], buf[at:stop]
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and self._buffered():
@@ -106,8 +161,12 @@ class BufferedClient(mqtt.Client):
         header = self._in_packet["command"]
         if header & 0x04:
             return super()._handle_publish()
-        message = decode_publish(header, self._in_packet["packet"],
-                                 mqtt5=self._protocol == mqtt.MQTTv5)
+        return self._publish(header, self._in_packet["packet"])
+
+    def _publish(self, header: int, packet: bytes | bytearray) -> MQTTErrorCode:
+        """Hand a received QoS 0 or 1 PUBLISH to ``on_message``; acknowledge it unless the
+        application does (manual acknowledgement)."""
+        message = decode_publish(header, packet, mqtt5=self._protocol == mqtt.MQTTv5)
         message.timestamp = time.monotonic()
         self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received PUBLISH (d%d, q%d, r%d, m%d), %r, (%d bytes)",
                        message.dup, message.qos, message.retain, message.mid, message._topic,
@@ -116,6 +175,21 @@ class BufferedClient(mqtt.Client):
         if message.qos == 1 and not self._manual_ack:
             return self._send_puback(message.mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def ack_all(self, mids: Sequence[int]) -> MQTTErrorCode:
+        """Acknowledge many QoS 1 messages (manual acknowledgement) in one write, in the
+        order given. paho's ``ack`` queues each PUBACK on its own and wakes the network
+        thread for each: hundreds of wake-ups for one committed batch.
+
+        PUBACK (MQTT 3.1.1 §3.4, and 5.0 §3.4.2.1 when the reason is Success and there are
+        no properties): 0x40, remaining length 2, the packet identifier big-endian.
+        """
+        if not self._manual_ack or not mids:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        wire = b"".join(_PUBACK.pack(0x40, 2, mid) for mid in mids)
+        self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending %d PUBACKs (Mids: %d..%d)", len(mids),
+                       mids[0], mids[-1])
+        return self._packet_queue(PUBACK, wire, 0, 0)
 
 
     def message_callback_add(self, sub: str, callback: CallbackOnMessage) -> None:
@@ -142,7 +216,7 @@ class BufferedClient(mqtt.Client):
                     raise
 
 
-def new_client(client_id: str, *, protocol: int, persistent: bool = False) -> mqtt.Client:
+def new_client(client_id: str, *, protocol: int, persistent: bool = False) -> BufferedClient:
     """A paho client with the v2 callback API; ``persistent`` keeps the session (3.1.1)."""
     proto = protocol_of(protocol)
     if proto == mqtt.MQTTv5:

@@ -9,10 +9,12 @@ and a connection the broker drops (a stale buffer would corrupt the next connect
 from __future__ import annotations
 
 import hashlib
+import struct
 import threading
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 
 from gateway.mqtt import BufferedClient, new_client
 from gateway.services.mosquitto import MosquittoProcess
@@ -154,3 +156,104 @@ def test_an_on_message_error_reaches_the_loop_unless_suppressed() -> None:
         client._handle_on_message(message)
     client.suppress_exceptions = True
     client._handle_on_message(message)
+
+
+def _publish_packet(topic: str, payload: bytes, mid: int, *, header: int = 0x32) -> bytes:
+    """A PUBLISH as MQTT 3.1.1 puts it on the wire (a remaining length of up to four bytes)."""
+    body = struct.pack("!H", len(topic)) + topic.encode() + struct.pack("!H", mid) + payload
+    length, remaining = len(body), bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        remaining.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes([header]) + bytes(remaining) + body
+
+
+def _loaded(buffer: bytes) -> tuple[BufferedClient, list[tuple[str, bytes, int]]]:
+    client = new_client("framer", protocol=4)
+    got: list[tuple[str, bytes, int]] = []
+    client.on_message = lambda c, userdata, msg: got.append(
+        (msg.topic, bytes(msg.payload), msg.mid))
+    client.manual_ack_set(True)
+    client._read_ahead, client._read_pos = buffer, 0
+    return client, got
+
+
+def test_whole_publishes_in_the_buffer_are_framed_and_a_cut_one_is_left_for_paho() -> None:
+    sizes = (0, 1, 126, 127, 128, 16_383, 16_384, 70_000)
+    packets = [_publish_packet(f"rx/{i}", bytes([i]) * size, i + 1)
+               for i, size in enumerate(sizes)]
+    tail = _publish_packet("rx/cut", b"x" * 300, 99)
+    client, got = _loaded(b"".join(packets) + tail[:150])
+    assert client._packet_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [(f"rx/{i}", bytes([i]) * size, i + 1) for i, size in enumerate(sizes)]
+    # The cut packet stays in the buffer, its first byte next: paho's own reads take it on.
+    assert client._read_ahead[client._read_pos:] == tail[:150]
+    assert client._in_packet["command"] == 0
+
+
+@pytest.mark.parametrize("header", [0x34, 0x20, 0x3B])
+def test_other_packets_go_to_paho(header: int) -> None:
+    """QoS 2 (paho's state machine), a CONNACK and a retained duplicate QoS 1 PUBLISH (0x3B,
+    which is framed) each take their own way; only the QoS 0/1 PUBLISH is framed here."""
+    client, _ = _loaded(_publish_packet("rx/1", b"abc", 7, header=header))
+    assert (client._whole_publish() is not None) == (header & 0xF6 in (0x30, 0x32))
+
+
+def test_a_malformed_publish_in_the_buffer_is_a_protocol_error() -> None:
+    # The topic's length says 200 bytes; the packet holds 4.
+    client, got = _loaded(bytes([0x32, 0x06, 0x00, 0xC8]) + b"rx/1")
+    assert client._packet_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert got == []
+
+
+def test_acks_for_a_batch_go_out_together_and_end_the_redelivery(
+        mosquitto: MosquittoProcess) -> None:
+    """Messages acknowledged with ack_all are not delivered again to the resumed session;
+    those held back are."""
+    got: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+    subscribed = threading.Event()
+
+    def connect() -> BufferedClient:
+        client = new_client("batch-acker", protocol=4, persistent=True)
+        client.manual_ack_set(True)
+
+        def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with lock:
+                got.append((msg.topic, msg.dup))
+                if int(msg.topic.split("/")[1]) % 2 == 0:
+                    mids.append(msg.mid)
+
+        client.on_message = on_message
+        client.on_connect = lambda c, userdata, flags, rc, props: c.subscribe("rx/#", qos=1)
+        client.on_subscribe = lambda c, userdata, mid, codes, props: subscribed.set()
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        return client
+
+    mids: list[int] = []
+    first = connect()
+    assert subscribed.wait(30), "no SUBACK in 30 s"
+    _publish(mosquitto, 0, 100)
+    wait_for(lambda: len(got) >= 100 or None, timeout=30, what="100 messages")
+    with lock:
+        assert first.ack_all(list(mids)) == MQTTErrorCode.MQTT_ERR_SUCCESS
+        mids.clear()
+        got.clear()
+    # Mosquitto drops what it has not yet read of a connection that closes, PUBACKs too. It
+    # reads a connection's packets in order, so once it has acknowledged a PUBLISH sent after
+    # the PUBACKs, it has taken them all.
+    first.publish("barrier", b"", qos=1).wait_for_publish(30)
+    first.disconnect()
+    first.loop_stop()
+    second = connect()
+    try:
+        wait_for(lambda: len(got) >= 50 or None, timeout=30, what="the 50 unacknowledged")
+        second.publish("barrier", b"", qos=1).wait_for_publish(30)
+        with lock:
+            again = sorted(int(topic.split("/")[1]) for topic, _ in got)
+    finally:
+        second.disconnect()
+        second.loop_stop()
+    assert again == list(range(1, 100, 2))

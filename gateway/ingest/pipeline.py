@@ -388,11 +388,13 @@ class Gateway:
             metrics.DEAD_LETTERS.labels(reason).inc(count)
 
     def _ack(self, batch: Sequence[Incoming]) -> None:
+        mids = []
         for message in batch:
             if message.done is not None:
                 message.done.set_result(True)
-            elif message.qos > 0 and message.generation == self._generation:
-                self._client.ack(message.mid, message.qos)
+            elif message.qos == 1 and message.generation == self._generation:
+                mids.append(message.mid)
+        self._client.ack_all(mids)
 
     # -- supervisor thread -----------------------------------------------------------------------
     def _supervise(self) -> None:
