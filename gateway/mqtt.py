@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ class BufferedClient(mqtt.Client):
         self._read_ahead = b""
         self._read_pos = 0
         self._topic_callbacks = False
+        # PINGREQs sent and PINGRESPs received on this connection (see flushed()).
+        self._pings = threading.Condition()
+        self._pings_sent = self._pings_answered = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_pos >= len(self._read_ahead):
@@ -153,7 +157,41 @@ class BufferedClient(mqtt.Client):
 
     def _sock_close(self) -> None:
         self._read_ahead, self._read_pos = b"", 0
+        with self._pings:
+            self._pings_sent = self._pings_answered = 0
+            self._pings.notify_all()
         super()._sock_close()
+
+    def flushed(self, timeout: float) -> bool:
+        """Wait until the broker has read everything this client wrote so far; False if it
+        did not say so within ``timeout`` (or the connection closed).
+
+        Mosquitto discards what it has not yet read of a connection that closes, so PUBACKs
+        written just before a DISCONNECT may never count, and the messages come again next
+        session. A broker answers PINGREQs in the order it reads packets, so the PINGRESP to
+        one sent now comes after everything written before it has been taken.
+        """
+        if self._send_pingreq() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        with self._pings:
+            target = self._pings_sent
+            return self._pings.wait_for(
+                lambda: self._pings_answered >= target or self._pings_sent < target, timeout
+            ) and self._pings_answered >= target
+
+    def _send_pingreq(self) -> MQTTErrorCode:
+        # Counted before the packet is queued, so its answer can never be counted first.
+        with self._pings:
+            self._pings_sent += 1
+        return super()._send_pingreq()
+
+    def _handle_pingresp(self) -> MQTTErrorCode:
+        rc = super()._handle_pingresp()
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            with self._pings:
+                self._pings_answered += 1
+                self._pings.notify_all()
+        return rc
 
     def _handle_publish(self) -> MQTTErrorCode:
         # QoS 0 and 1 messages, all an aidlink client receives, are decoded by

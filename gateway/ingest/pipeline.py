@@ -142,6 +142,11 @@ class Gateway:
         for writer in self._writers:
             writer.join(timeout=10)
         self._supervisor.join(timeout=10)
+        # The last batches' PUBACKs must reach the broker before the DISCONNECT, or their
+        # messages come again next session (stored once, but all that work twice).
+        if self._connected.is_set() and not self._client.flushed(timeout=5):
+            log.warning("the broker did not confirm the last acknowledgements in 5 s; it may"
+                        " deliver those messages again")
         self._client.disconnect()
         self._client.loop_stop()
 
