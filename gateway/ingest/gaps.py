@@ -117,10 +117,11 @@ def track(conn: psycopg.Connection[Any], batch: Iterable[Arrival]) -> list[tuple
         if last is not None and last != client.last:
             updates.append((client_id, last, max(seen.values())))
     if updates:
-        # One statement for the batch (hundreds of clients), rows in client order.
+        # One statement for the batch (hundreds of clients), rows in client order; arrays
+        # in binary (%b), as in registry_cache.
         conn.execute(
             "INSERT INTO client_sequences (client_id, last_seq, updated_at)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[])"
+            " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::timestamptz[])"
             " ON CONFLICT (client_id) DO UPDATE SET"
             " last_seq = GREATEST(client_sequences.last_seq, EXCLUDED.last_seq),"
             " updated_at = EXCLUDED.updated_at",
@@ -138,13 +139,13 @@ def _lock(conn: psycopg.Connection[Any], client_ids: list[str]) -> dict[str, _Cl
     # statement evaluates against the whole array for every row (see registry_cache).
     counters = dict(conn.execute(
         "SELECT c.client_id, c.last_seq FROM client_sequences c"
-        " JOIN unnest(%s::text[]) AS w(id) ON w.id = c.client_id"
+        " JOIN unnest(%b::text[]) AS w(id) ON w.id = c.client_id"
         " ORDER BY c.client_id FOR UPDATE OF c",
         (client_ids,),
     ).fetchall())
     rows = conn.execute(
         "SELECT d.client_id, d.id, d.principal_code FROM devices d"
-        " JOIN unnest(%s::text[]) AS w(id) ON w.id = d.client_id",
+        " JOIN unnest(%b::text[]) AS w(id) ON w.id = d.client_id",
         (client_ids,),
     ).fetchall()
     return {r[0]: _Client(r[1], r[2], counters.get(r[0])) for r in rows}

@@ -175,7 +175,7 @@ class Planner:
                 ts, topic.device_id, record.code, principal, patient, record.mdc,
                 record.value, record.unit, record.measured_at,
                 None if record.absent_reason is None else str(record.absent_reason),
-                list(record.flags), record.panel, record.device_user, topic.channel,
+                record.flags, record.panel, record.device_user, topic.channel,
                 message.received_at, record.sequence, offset,
                 None if record.coded is None else Jsonb(record.coded.to_json(), dumps=dumps),
                 None if record.sampled is None else Jsonb(record.sampled.to_json(),

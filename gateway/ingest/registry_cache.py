@@ -71,11 +71,12 @@ class RegistryCache:
         ordered = sorted(ids)
         # A join on the unnested ids, not "= ANY(%s)": once psycopg prepares the statement,
         # PostgreSQL may settle on a generic plan, which tests every row against the whole
-        # array; the join hashes the ids whatever the plan.
+        # array; the join hashes the ids whatever the plan. Arrays go in binary (%b): psycopg
+        # writes a list of hundreds of ids in text four times as slowly, timestamps twenty.
         state = {
             r[0]: (r[1], r[2]) for r in self._conn.execute(
                 "SELECT s.device_id, s.clock_offset_s, s.online FROM device_state s"
-                " JOIN unnest(%s::text[]) AS w(id) ON w.id = s.device_id", (ordered,))
+                " JOIN unnest(%b::text[]) AS w(id) ON w.id = s.device_id", (ordered,))
         }
         rows = {}
         for device_id in ordered:
@@ -91,7 +92,7 @@ class RegistryCache:
             for r in self._conn.execute(
                 "SELECT r.device_id, r.channel, r.last_sequence, r.requested_after,"
                 " r.requested_at FROM record_sequences r"
-                " JOIN unnest(%s::text[]) AS w(id) ON w.id = r.device_id", (device_ids,))
+                " JOIN unnest(%b::text[]) AS w(id) ON w.id = r.device_id", (device_ids,))
         }
 
     def _check_version(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,15 +37,21 @@ class DeviceRow:
     @property
     def profile(self) -> profiles.Profile | None:
         """The model's firmware profile, if it has one."""
-        return profiles.by_model().get(self.model)
+        return _model_facts(self.model, self.principal_zone)[0]
 
     @property
     def zone(self) -> ZoneInfo:
         """The zone of the device's clock: its profile's, else its principal's."""
-        profile = self.profile
-        if profile is None:
-            return ZoneInfo(self.principal_zone)
-        return _UTC if profile.clock == "utc" else profile.zone_info
+        return _model_facts(self.model, self.principal_zone)[1]
+
+
+# Asked for every message; profiles are read once per process (profiles.by_model).
+@functools.lru_cache(maxsize=4096)
+def _model_facts(model: str, principal_zone: str) -> tuple[profiles.Profile | None, ZoneInfo]:
+    profile = profiles.by_model().get(model)
+    if profile is None:
+        return None, ZoneInfo(principal_zone)
+    return profile, _UTC if profile.clock == "utc" else profile.zone_info
 
 
 # Not frozen: one is made for every message, and a frozen dataclass sets each field through
@@ -100,6 +107,8 @@ class Registry:
         self._hub_of = hub_of
         self._assignments = assignments
         self._load_sequences = sequences
+        # "Now" for the participation check: a batch is taken within milliseconds.
+        self._now = datetime.now(_UTC)
 
     def sequences(self, device_ids: Collection[str]) -> dict[tuple[str, str], SequenceState]:
         """The stored-record numbers of these devices' channels, read when first needed: most
@@ -138,7 +147,7 @@ class Registry:
             )
         # Checked at receipt, so a principal joining from a date starts its flow on that date
         # even though the cached row does not change then.
-        if device.participates_from is None or datetime.now(_UTC) < device.participates_from:
+        if device.participates_from is None or self._now < device.participates_from:
             return Rejected(
                 "principal_not_participating",
                 f"principal {device.principal} of device {device.id} does not participate"

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from gateway.db import month_start, uses_timescaledb
 from gateway.ingest import gaps
+from gateway.ingest.flags_array import FlagsDumper
 from gateway.ingest.plan import Incoming, Outbound, Plan, Planner, parse_batch
 from gateway.ingest.registry_cache import RegistryCache
 from gateway.ingest.resolve import Rejected
@@ -102,6 +103,8 @@ class BatchStore:
         # (a rolled-back batch takes its new partitions with it).
         self._months: set[datetime] = set()
         self._pending_months: set[datetime] = set()
+        # COPY finds the flags column's dumper by its type: this one encodes each list once.
+        conn.adapters.register_dumper(None, FlagsDumper)
         self._timescale = uses_timescaledb(conn)
         self._direct_copy = _can_copy_into_observations(conn)
         conn.commit()
@@ -192,13 +195,14 @@ class BatchStore:
         """Record when devices were last heard and their clocks; a returning device's event."""
         with self._conn.cursor() as cur:
             # One statement for the whole batch, in device order (so two writers lock rows
-            # in the same order): a batch often holds hundreds of devices.
+            # in the same order): a batch often holds hundreds of devices. Arrays go in
+            # binary (%b), as in registry_cache.
             seen = [(d, t) for d, t in sorted(plan.seen.items()) if self._stale(d, t, plan)]
             self._pending_seen = dict(seen)
             if seen:
                 cur.execute(
                     "INSERT INTO device_state (device_id, last_seen, online)"
-                    " SELECT d, t, true FROM unnest(%s::text[], %s::timestamptz[]) AS u(d, t)"
+                    " SELECT d, t, true FROM unnest(%b::text[], %b::timestamptz[]) AS u(d, t)"
                     " ON CONFLICT (device_id) DO UPDATE SET online = true,"
                     " last_seen = GREATEST(device_state.last_seen, EXCLUDED.last_seen)",
                     ([d for d, _ in seen], [t for _, t in seen]),
@@ -207,7 +211,7 @@ class BatchStore:
             if clocks:
                 cur.execute(
                     "UPDATE device_state s SET clock_offset_s = u.o, clock_checked_at = u.t"
-                    " FROM unnest(%s::text[], %s::float8[], %s::timestamptz[]) AS u(d, o, t)"
+                    " FROM unnest(%b::text[], %b::float8[], %b::timestamptz[]) AS u(d, o, t)"
                     " WHERE s.device_id = u.d",
                     ([d for d, _ in clocks], [c.offset_s for _, c in clocks],
                      [c.checked_at for _, c in clocks]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 PREFIX = "aidlink/v1"
@@ -13,9 +14,8 @@ class TopicError(ValueError):
     """A topic does not follow the contract; the message says how."""
 
 
-# Not frozen: one is made for every message, and a frozen dataclass sets each field through
-# object.__setattr__ (see adapters.model.Observation). Treat it as immutable.
-@dataclass(slots=True)
+# Frozen: parse_up hands the same one to every message on its topic.
+@dataclass(frozen=True, slots=True)
 class UpTopic:
     """A parsed up topic."""
 
@@ -24,6 +24,9 @@ class UpTopic:
     channel: str
 
 
+# A fleet publishes on a few topics per device, again and again: each is parsed once (a bad
+# one raises each time; exceptions are not kept).
+@functools.lru_cache(maxsize=65536)
 def parse_up(topic: str) -> UpTopic | None:
     """Parse an up topic; None for a down topic (the gateway's own commands); raise if bad."""
     parts = topic.split("/")
