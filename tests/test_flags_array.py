@@ -14,7 +14,9 @@ _LISTS = [(), ("implausible",), ("implausible", "trailing_bytes"), ("åäö €"
 @pytest.mark.parametrize("flags", [f for f in _LISTS if f])
 def test_encoding_matches_psycopgs_own(flags: tuple[str, ...]) -> None:
     dumper = Transformer().get_dumper(["x"], PyFormat.BINARY).upgrade(["x"], PyFormat.BINARY)
-    assert encode(flags) == bytes(dumper.dump(list(flags)))
+    dumped = dumper.dump(list(flags))
+    assert dumped is not None
+    assert encode(flags) == bytes(dumped)
 
 
 def test_copy_with_the_dumper_stores_each_list_as_sent(database_url: str) -> None:
