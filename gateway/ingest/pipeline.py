@@ -369,6 +369,8 @@ class Gateway:
         batch = [first]
         deadline = time.monotonic() + self.config.batch_max_delay
         while len(batch) < self.config.batch_max_rows and not _urgent(batch[-1]):
+            if _take_waiting(source, batch, self.config.batch_max_rows):
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -413,6 +415,24 @@ class Gateway:
                 if isinstance(exc, psycopg.OperationalError):
                     # An idle gateway learns of an outage here, not at its next write.
                     self._db_down(exc)
+
+
+def _take_waiting(source: queue.Queue[Incoming], batch: list[Incoming], limit: int) -> int:
+    """Move the messages already queued into the batch under one lock, up to ``limit`` and
+    through the first alarm; how many. Taking them one ``get`` at a time locked, checked and
+    signalled for each: a few per cent of the gateway's time."""
+    taken = 0
+    with source.mutex:
+        waiting = source.queue
+        while waiting and len(batch) < limit:
+            message = waiting.popleft()
+            batch.append(message)
+            taken += 1
+            if _urgent(message):
+                break
+        if taken:
+            source.not_full.notify(taken)
+    return taken
 
 
 def _urgent(message: Incoming) -> bool:
