@@ -57,6 +57,8 @@ def test_a_tiny_run_measures_every_phase_and_writes_figures_and_plot(
         assert 0 < series["p50_ms"] <= series["p99_ms"] <= series["max_ms"] < 5000
     # A reading becomes queryable after its commit time stamp, never before.
     assert latency["committed_to_queryable_p50_ms"] >= 0
+    # The latency phase starts from a checkpoint, timed.
+    assert 0 <= figures["checkpoint_before_latency_s"] < 60
 
     timeline = figures["timeline"]
     phases = [entry["phase"] for entry in timeline]
