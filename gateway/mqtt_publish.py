@@ -22,13 +22,14 @@ property is decoded by paho's own ``Properties.unpack``.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
-from paho.mqtt.client import MQTTMessage
+from paho.mqtt.client import MQTTMessage, MQTTMessageInfo, mqtt_ms_invalid
 from paho.mqtt.exception import MalformedPacket, MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["ReceivedProperties", "decode_publish"]
+__all__ = ["ReceivedMessage", "ReceivedProperties", "decode_publish"]
 
 USER_PROPERTY = 0x26
 # MQTT-1.5.4-2 and MQTT-1.5.4-3: a UTF-8 string must not hold U+0000 or U+FEFF. Python's
@@ -55,6 +56,44 @@ class ReceivedProperties(Properties):
         object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
         if user:
             object.__setattr__(self, "UserProperty", user)
+
+
+# The slot in which paho keeps a message's MQTTMessageInfo (a member descriptor).
+_INFO: Any = MQTTMessage.__dict__["info"]
+
+
+class ReceivedMessage(MQTTMessage):
+    """A received message, as paho's ``MQTTMessage`` but made without an ``MQTTMessageInfo``.
+
+    paho gives every message one, with a ``threading.Condition`` inside: it tracks the
+    publishing of a message this client sends, and nothing reads it on a received one. It
+    is made only if asked for."""
+
+    __slots__ = ()
+
+    def __init__(self, mid: int, topic: bytes) -> None:
+        self.timestamp = 0.0
+        self.state = mqtt_ms_invalid
+        self.dup = False
+        self.mid = mid
+        self._topic = topic
+        self.payload = b""
+        self.qos = 0
+        self.retain = False
+        self.properties = None
+
+    @property
+    def info(self) -> MQTTMessageInfo:
+        try:
+            made: MQTTMessageInfo = _INFO.__get__(self, MQTTMessage)
+        except AttributeError:
+            made = MQTTMessageInfo(self.mid)
+            _INFO.__set__(self, made)
+        return made
+
+    @info.setter
+    def info(self, value: MQTTMessageInfo) -> None:
+        _INFO.__set__(self, value)
 
 
 def _utf8(packet: bytes | bytearray, pos: int, end: int) -> tuple[str, int]:
@@ -130,7 +169,7 @@ def decode_publish(header: int, packet: bytes | bytearray, *, mqtt5: bool) -> MQ
             raise MalformedPacket("PUBLISH too short for its packet identifier")
         mid = packet[pos] << 8 | packet[pos + 1]
         pos += 2
-    message = MQTTMessage(mid=mid, topic=bytes(topic))
+    message = ReceivedMessage(mid, bytes(topic))
     message.dup = bool(header & 0x08)
     message.qos = qos
     message.retain = bool(header & 0x01)

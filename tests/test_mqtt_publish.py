@@ -119,6 +119,10 @@ def _same(ours: Any, theirs: Any) -> None:
     assert type(ours.payload) is bytes
     assert ours.payload == bytes(theirs.payload)
     assert _props_of(ours) == _props_of(theirs)
+    # paho's MQTTMessageInfo is made only when asked for, with the message's id, and kept.
+    assert isinstance(ours, mqtt.MQTTMessage)
+    assert ours.info.mid == ours.mid
+    assert ours.info is ours.info
 
 
 @pytest.mark.parametrize(("header", "body"), [case[1:] for case in _GOOD],
