@@ -81,9 +81,10 @@ class BufferedClient(mqtt.Client):
         self._read_ahead = b""
         self._read_pos = 0
         self._topic_callbacks = False
-        # PINGREQs sent and PINGRESPs received on this connection (see flushed()).
+        # PINGREQs sent and PINGRESPs received on this connection, and how many connections
+        # have closed (see flushed()).
         self._pings = threading.Condition()
-        self._pings_sent = self._pings_answered = 0
+        self._pings_sent = self._pings_answered = self._closes = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._read_pos >= len(self._read_ahead):
@@ -159,6 +160,7 @@ class BufferedClient(mqtt.Client):
         self._read_ahead, self._read_pos = b"", 0
         with self._pings:
             self._pings_sent = self._pings_answered = 0
+            self._closes += 1
             self._pings.notify_all()
         super()._sock_close()
 
@@ -171,14 +173,17 @@ class BufferedClient(mqtt.Client):
         session. A broker answers PINGREQs in the order it reads packets, so the PINGRESP to
         one sent now comes after everything written before it has been taken.
         """
-        if self._send_pingreq() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        with self._pings:
+            self._pings_sent += 1
+            target, closes = self._pings_sent, self._closes
+        # paho's own send: the override would count this PINGREQ a second time.
+        if super()._send_pingreq() != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
         with self._pings:
-            target = self._pings_sent
+            # Once the connection has closed, nothing more can be confirmed on it.
             return self._pings.wait_for(
-                lambda: self._pings_answered >= target or self._pings_sent < target, timeout
-            ) and self._pings_answered >= target
-
+                lambda: self._closes != closes or self._pings_answered >= target, timeout
+            ) and self._closes == closes
     def _send_pingreq(self) -> MQTTErrorCode:
         # Counted before the packet is queued, so its answer can never be counted first.
         with self._pings:
