@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -36,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.ingest import metrics, supervision
-from gateway.ingest.replies import PRIORITY_CHANNELS
+from gateway.ingest.lanes import Lane, collect
 from gateway.ingest.store import BatchResult, BatchStore, Incoming
 from gateway.ingest.topics import SUBSCRIPTION
 from gateway.mqtt import new_client, parse_mqtt_url
@@ -65,16 +64,6 @@ class GatewayConfig:
     writers: int = 2
 
 
-class _Lane:
-    """One writer: its queue, the batch it holds (taken, not yet acknowledged), its store."""
-
-    def __init__(self, index: int, maxsize: int) -> None:
-        self.index = index
-        self.queue: queue.Queue[Incoming] = queue.Queue(maxsize=maxsize)
-        self.in_hand: list[Incoming] = []
-        self.store: BatchStore | None = None
-
-
 class Gateway:
     """Ingest from MQTT into PostgreSQL, acknowledging only committed messages."""
 
@@ -85,7 +74,7 @@ class Gateway:
         # The broker sends at most receive_maximum unacknowledged messages, all of which may
         # belong to one lane; the other half of the bound is room for DC-09 frames from
         # submit(), which no broker window limits.
-        self._lanes = [_Lane(i, config.receive_maximum * 2) for i in range(config.writers)]
+        self._lanes = [Lane(i, config.receive_maximum * 2) for i in range(config.writers)]
         self._totals_lock = threading.Lock()
         self._stop = threading.Event()
         self._generation = 0
@@ -195,7 +184,7 @@ class Gateway:
         }
 
     @staticmethod
-    def _oldest_queued(lane: _Lane) -> list[datetime]:
+    def _oldest_queued(lane: Lane) -> list[datetime]:
         with lane.queue.mutex:
             head = lane.queue.queue[0] if lane.queue.queue else None
         return [] if head is None else [head.received_at]
@@ -205,7 +194,7 @@ class Gateway:
         return [m for lane in self._lanes
                 for m in [*list(lane.in_hand), *list(lane.queue.queue)]]
 
-    def _lane(self, topic: str) -> _Lane:
+    def _lane(self, topic: str) -> Lane:
         # aidlink/v1/{client_id}/...: the client id picks the lane, so a hub and every
         # peripheral it speaks for share one. crc32 rather than hash(): stable across runs.
         if len(self._lanes) == 1:
@@ -299,14 +288,14 @@ class Gateway:
                     return  # never acknowledged: the broker delivers it again next session
 
     # -- writer thread -------------------------------------------------------------------------
-    def _write_loop(self, lane: _Lane) -> None:
+    def _write_loop(self, lane: Lane) -> None:
         try:
             self._write_batches(lane)
         finally:
             if lane.store is not None:
                 lane.store.close()
 
-    def _write_batches(self, lane: _Lane) -> None:
+    def _write_batches(self, lane: Lane) -> None:
         store: BatchStore | None = None
         while not self._stop.is_set():
             if store is None or not self._db_ok:
@@ -362,23 +351,7 @@ class Gateway:
         return BatchStore(conn)
 
     def _collect(self, source: queue.Queue[Incoming]) -> list[Incoming]:
-        try:
-            first = source.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.config.batch_max_delay
-        while len(batch) < self.config.batch_max_rows and not _urgent(batch[-1]):
-            if _take_waiting(source, batch, self.config.batch_max_rows):
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(source.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return batch
+        return collect(source, self.config.batch_max_rows, self.config.batch_max_delay)
 
     def _account(self, batch: Sequence[Incoming], result: BatchResult) -> None:
         with self._totals_lock:
@@ -415,29 +388,6 @@ class Gateway:
                 if isinstance(exc, psycopg.OperationalError):
                     # An idle gateway learns of an outage here, not at its next write.
                     self._db_down(exc)
-
-
-def _take_waiting(source: queue.Queue[Incoming], batch: list[Incoming], limit: int) -> int:
-    """Move the messages already queued into the batch under one lock, up to ``limit`` and
-    through the first alarm; how many. Taking them one ``get`` at a time locked, checked and
-    signalled for each: a few per cent of the gateway's time."""
-    taken = 0
-    with source.mutex:
-        waiting = source.queue
-        while waiting and len(batch) < limit:
-            message = waiting.popleft()
-            batch.append(message)
-            taken += 1
-            if _urgent(message):
-                break
-        if taken:
-            source.not_full.notify(taken)
-    return taken
-
-
-def _urgent(message: Incoming) -> bool:
-    """An alarm: flush the batch now rather than wait for more messages."""
-    return message.topic.rsplit("/", 1)[-1] in PRIORITY_CHANNELS
 
 
 def _user_properties(msg: mqtt.MQTTMessage) -> dict[str, str]:
