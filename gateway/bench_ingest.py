@@ -286,6 +286,9 @@ def _measure(root: Path, url: str, opts: dict[str, Any],
         probe.join(timeout=10)
         per_gateway = [int(count()) for count in counters]
         run.phase = "done"
+        # Sampling ends before the gateways are stopped: a gateway that is exiting has given
+        # back its memory, and a sample of it would read an RSS near zero.
+        _join(stop, threads)
     # Read once the publishers have ended: each waits for its last PUBACKs before it exits.
     acked = sum(run.control.acked[:])
     figures = report.analyse(url, run.phases, run.started, per_reading, probe.seen)
