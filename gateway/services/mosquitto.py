@@ -278,16 +278,28 @@ class MosquittoProcess:
 
     def _launch_and_wait(self) -> str | None:
         self._log = self.log_path.open("ab")
+        # A process group of its own: a terminal's Ctrl-C goes to its foreground group, and
+        # the broker must not stop at the same moment as the gateway that still has
+        # acknowledgements to send it. Whoever started the broker stops it, after the gateway.
         self._process = subprocess.Popen(
             [self._executable, "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self._data_dir,
+            process_group=0,
         )
+        try:
+            return self._wait_for_port(self._process)
+        except BaseException:
+            # A Ctrl-C while waiting no longer reaches the broker itself: end it here.
+            self.kill()
+            raise
+
+    def _wait_for_port(self, process: subprocess.Popen[bytes]) -> str | None:
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
-            returncode = self._process.poll()
+            returncode = process.poll()
             if returncode is not None:
                 self._forget_process()
                 return f"exited with code {returncode}"
