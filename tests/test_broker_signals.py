@@ -26,8 +26,8 @@ _HOLDER = textwrap.dedent("""
     from pathlib import Path
     from gateway.services.mosquitto import MosquittoProcess
     with MosquittoProcess(data_dir=Path(sys.argv[1])) as broker:
-        print("started", flush=True)
         try:
+            print("started", flush=True)  # inside the try: the Ctrl-C may come right after
             time.sleep(60)
         except KeyboardInterrupt:
             time.sleep(0.5)
