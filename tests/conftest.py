@@ -76,11 +76,16 @@ def database_url(pg_server: PostgresProcess) -> Iterator[str]:
         pg_server.drop_database(name)
 
 
+def require_mosquitto() -> None:
+    """Skip (or fail in CI) when the mosquitto broker is not installed."""
+    if find_mosquitto() is None:
+        missing_component("mosquitto not installed: apt-get install mosquitto")
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
     """A fresh, started mosquitto broker with its data dir in ``tmp_path``."""
-    if find_mosquitto() is None:
-        missing_component("mosquitto not installed: apt-get install mosquitto")
+    require_mosquitto()
     broker = MosquittoProcess(data_dir=tmp_path / "mosquitto")
     broker.start()
     try:

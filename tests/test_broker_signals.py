@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gateway.services.mosquitto import MosquittoProcess, find_mosquitto
-from tests.conftest import missing_component
+from gateway.services.mosquitto import MosquittoProcess
+from tests.conftest import require_mosquitto
 
 # A stand-in for `aidlink up`: start a broker, wait for Ctrl-C, then report whether the
 # broker outlived it (given half a second to die had the signal reached it too).
@@ -36,8 +36,7 @@ _HOLDER = textwrap.dedent("""
 
 
 def test_ctrl_c_in_the_terminal_leaves_the_broker_to_its_owner(tmp_path: Path) -> None:
-    if find_mosquitto() is None:
-        missing_component("mosquitto not installed: apt-get install mosquitto")
+    require_mosquitto()
     # A session of its own stands for the terminal: its leader's group is the foreground one.
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "mqtt")],
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -56,8 +55,7 @@ def test_ctrl_c_in_the_terminal_leaves_the_broker_to_its_owner(tmp_path: Path) -
 
 def test_ctrl_c_while_the_broker_starts_stops_it(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    if find_mosquitto() is None:
-        missing_component("mosquitto not installed: apt-get install mosquitto")
+    require_mosquitto()
     broker = MosquittoProcess(data_dir=tmp_path / "mqtt")
 
     def interrupted(*_args: object, **_kwargs: object) -> socket.socket:

@@ -21,22 +21,17 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.services.embedded import start_embedded_postgres, start_inprocess_broker
-from gateway.services.mosquitto import MosquittoError, MosquittoProcess, find_mosquitto
+from gateway.services.mosquitto import MosquittoError, MosquittoProcess
 from gateway.services.postgres import (
     PostgresProcess,
     PostgresProcessError,
     find_free_port,
     find_postgres_bin_dir,
 )
-from tests.conftest import missing_component
+from tests.conftest import missing_component, require_mosquitto
 
 TIMEOUT = 10.0
 
-
-def require_mosquitto() -> None:
-    """Skip (or fail in CI) when the mosquitto broker is not installed."""
-    if find_mosquitto() is None:
-        missing_component("mosquitto not installed: apt-get install mosquitto")
 
 
 @pytest.fixture
